@@ -1,0 +1,1 @@
+"""An OpenAI-compatible load-balancing gateway for llama.cpp and Azure OpenAI backends."""

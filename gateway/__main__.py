@@ -1,0 +1,74 @@
+"""``python -m gateway`` / ``gateway``: read settings once, then serve (optionally in several processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sys
+
+from aiohttp import web
+
+from gateway.settings import ConfigError, GatewaySettings, load_settings
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional on platforms without it
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(settings: GatewaySettings, reuse_port: bool = False) -> None:
+    from gateway.app import create_app
+    from gateway.logs import configure_logging, get_logger
+
+    configure_logging(settings.log_level)
+    _install_uvloop()
+    app = create_app(settings)
+    get_logger().info(
+        "gateway_starting",
+        host=settings.host,
+        port=settings.port,
+        backends=[{"name": b.name, "kind": b.kind.value, "upstream": b.host, "priority": b.priority}
+                  for b in settings.backends],
+        routing=settings.routing.value,
+        auth=bool(settings.api_keys),
+    )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        handler_cancellation=True,  # a client that disconnects cancels its upstream request too
+        reuse_port=reuse_port,
+    )
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if settings.workers == 1:
+        serve(settings)
+        return
+    # Several processes on one port (SO_REUSEPORT): the kernel spreads connections over them.
+    workers = [
+        multiprocessing.Process(target=serve, args=(settings, True), name=f"gateway-worker-{i}")
+        for i in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            worker.join()
+    except KeyboardInterrupt:
+        for worker in workers:
+            worker.terminate()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Wiring only: settings → application → resources (cleanup_ctx) → routes → middleware."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway import keys
+from gateway.azure_auth import EntraTokenProvider, default_credential
+from gateway.backend_state import BreakerPolicy
+from gateway.balancer import Balancer
+from gateway.clock import Clock, SystemClock
+from gateway.health import health_checks_ctx
+from gateway.metrics import GatewayMetrics
+from gateway.middleware import make_middleware
+from gateway.models_catalog import ModelsCatalog
+from gateway.proxy import ChatProxy
+from gateway.routes import setup_routes
+from gateway.settings import BackendKind, GatewaySettings
+from gateway.upstream import UpstreamClient
+
+
+def create_app(
+    settings: GatewaySettings, *, clock: Clock | None = None, azure_credential: Any = None
+) -> web.Application:
+    """Build the gateway. ``clock`` and ``azure_credential`` are injected by tests."""
+    clock = clock or SystemClock()
+    # aiohttp enforces the body limit itself while reading; the view turns its error into our 413.
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[make_middleware(settings.api_keys)])
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock
+    balancer = Balancer(
+        settings.backends,
+        routing=settings.routing,
+        queue_timeout=settings.queue_timeout,
+        queue_max=settings.queue_max,
+        now=clock.monotonic,
+    )
+    app[keys.BALANCER] = balancer
+    app[keys.METRICS] = GatewayMetrics(balancer)
+
+    app.cleanup_ctx.append(_azure_credentials_ctx(azure_credential))
+    app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(health_checks_ctx)
+    setup_routes(app)
+    return app
+
+
+def _azure_credentials_ctx(credential: Any):
+    async def azure_credentials(app: web.Application) -> AsyncIterator[None]:
+        settings = app[keys.SETTINGS]
+        needs_entra = any(b.kind is BackendKind.AZURE and not b.api_key for b in settings.backends)
+        provider = None
+        if needs_entra:
+            provider = EntraTokenProvider(credential or default_credential(), wall=app[keys.CLOCK].wall)
+        app[keys.AZURE_TOKEN] = provider
+        yield
+        if provider is not None:
+            await provider.close()
+
+    return azure_credentials
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One pooled ClientSession for all upstream traffic, alive exactly as long as the app."""
+    settings = app[keys.SETTINGS]
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+    app[keys.HTTP_SESSION] = session
+    upstream = UpstreamClient(
+        session,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        health_timeout=settings.health_timeout,
+        azure_token=app[keys.AZURE_TOKEN],
+    )
+    app[keys.UPSTREAM] = upstream
+    app[keys.MODELS_CATALOG] = ModelsCatalog(app[keys.BALANCER], upstream)
+    app[keys.PROXY] = ChatProxy(
+        balancer=app[keys.BALANCER],
+        upstream=upstream,
+        metrics=app[keys.METRICS],
+        clock=app[keys.CLOCK],
+        max_attempts=settings.max_attempts,
+        cooldown_default=settings.cooldown_default,
+        cooldown_max=settings.cooldown_max,
+        breaker=BreakerPolicy(settings.eject_after_failures, settings.eject_base, settings.eject_max),
+        expose_routing_headers=settings.expose_routing_headers,
+    )
+    yield
+    await session.close()

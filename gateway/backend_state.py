@@ -1,0 +1,136 @@
+"""What the gateway knows about one backend right now: load, cooldown, circuit breaker, health.
+
+Pure bookkeeping on an injected ``now``; no I/O, no clock reads, so every rule is testable without sockets.
+
+Circuit breaker: ``eject_after_failures`` consecutive connection errors / timeouts / 5xx open the circuit for
+``eject_base * 2**(ejections-1)`` seconds (capped at ``eject_max``). When that period is over the circuit is
+half-open: exactly one probe request may go through; success closes it, failure ejects again for longer.
+Throttling (429, or 503 with a retry hint) is not a failure of the backend: it only cools it down for the time
+the upstream asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gateway.settings import BackendConfig
+
+
+class BackendCondition(StrEnum):
+    HEALTHY = "healthy"
+    COOLING = "cooling"
+    EJECTED = "ejected"
+    UNHEALTHY = "unhealthy"  # failed its active health check, or still loading its model
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    eject_after_failures: int = 3
+    eject_base: float = 5.0
+    eject_max: float = 300.0
+
+
+class BackendState:
+    __slots__ = (
+        "config", "name", "weight", "max_concurrency", "in_flight", "served", "cooldown_until",
+        "consecutive_failures", "ejections", "ejected_until", "probe_in_flight", "reachable", "health_detail",
+        "current_weight",
+    )
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.weight = config.weight
+        self.max_concurrency = config.max_concurrency
+        self.in_flight = 0
+        self.served = 0
+        self.cooldown_until = 0.0
+        self.consecutive_failures = 0
+        self.ejections = 0
+        self.ejected_until = 0.0
+        self.probe_in_flight = False
+        self.reachable = True
+        self.health_detail = ""
+        self.current_weight = 0  # smooth weighted round robin bookkeeping
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def circuit_open(self) -> bool:
+        return self.ejections > 0 and self.consecutive_failures >= 1
+
+    def condition(self, now: float) -> BackendCondition:
+        if not self.reachable:
+            return BackendCondition.UNHEALTHY
+        if self.circuit_open() and (now < self.ejected_until or self.probe_in_flight):
+            return BackendCondition.EJECTED
+        if now < self.cooldown_until:
+            return BackendCondition.COOLING
+        return BackendCondition.HEALTHY
+
+    def has_free_slot(self) -> bool:
+        return self.max_concurrency is None or self.in_flight < self.max_concurrency
+
+    def skip_reason(self, now: float) -> str | None:
+        """Why this backend can't take a request now, or None if it can."""
+        condition = self.condition(now)
+        if condition is BackendCondition.COOLING:
+            return f"cooling down for {self.cooldown_until - now:.3f}s"
+        if condition is BackendCondition.EJECTED:
+            if self.probe_in_flight:
+                return "ejected, probe in flight"
+            return f"ejected for {self.ejected_until - now:.3f}s"
+        if condition is BackendCondition.UNHEALTHY:
+            return f"unhealthy ({self.health_detail or 'health check failed'})"
+        if not self.has_free_slot():
+            return f"busy ({self.in_flight}/{self.max_concurrency})"
+        return None
+
+    def available_at(self, now: float) -> float:
+        """The earliest time this backend may take traffic again (only meaningful when cooling/ejected)."""
+        return max(self.cooldown_until, self.ejected_until if self.circuit_open() else 0.0, now)
+
+    # -- recording -------------------------------------------------------------------------------------
+
+    def start_request(self, now: float) -> None:
+        self.in_flight += 1
+        if self.circuit_open():
+            # Half-open: this request is the probe; nobody else gets through until it is decided.
+            self.probe_in_flight = True
+
+    def finish_request(self) -> None:
+        self.in_flight -= 1
+
+    def record_success(self) -> None:
+        self.served += 1
+        self.consecutive_failures = 0
+        self.ejections = 0
+        self.probe_in_flight = False
+
+    def record_throttled(self, now: float, seconds: float) -> None:
+        self.cooldown_until = max(self.cooldown_until, now + seconds)
+        self.probe_in_flight = False
+
+    def record_failure(self, now: float, policy: BreakerPolicy) -> float | None:
+        """Count a connection error / timeout / 5xx; returns the ejection period when the circuit opens."""
+        self.consecutive_failures += 1
+        was_probe = self.probe_in_flight
+        self.probe_in_flight = False
+        if was_probe or self.consecutive_failures >= policy.eject_after_failures:
+            self.ejections += 1
+            period = min(policy.eject_base * 2 ** (self.ejections - 1), policy.eject_max)
+            self.ejected_until = now + period
+            return period
+        return None
+
+    def record_health(self, reachable: bool, detail: str = "") -> bool:
+        """Store an active health-check result; returns True when it changed."""
+        changed = reachable != self.reachable
+        self.reachable = reachable
+        self.health_detail = detail
+        if reachable and changed:
+            # It came back (restarted, finished loading): forget old failures so it is used at once.
+            self.consecutive_failures = 0
+            self.ejections = 0
+            self.probe_in_flight = False
+        return changed

@@ -1,0 +1,198 @@
+"""Which backend takes the next attempt, and what to say when none can.
+
+Selection, in order:
+1. candidates: backends that serve the requested model and were not already tried for this request;
+2. eligible: not cooling down, not ejected, healthy, under their ``max_concurrency``;
+3. the best (lowest) ``priority`` among the eligible;
+4. inside that tier: least outstanding requests (per unit of weight) when the backends have a known capacity
+   (``max_concurrency``) or ``routing=least_outstanding``; otherwise smooth weighted round robin.
+
+When nothing is eligible the reason decides the answer: every candidate cooling down → 429 at once with the
+soonest recovery as Retry-After (the client's own backoff then waits, not us); all merely busy → wait in a
+bounded queue for a free slot; nothing alive at all → 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from gateway.backend_state import BackendCondition, BackendState
+from gateway.errors import AllBackendsThrottled, ModelNotFound, NoBackendAvailable
+from gateway.settings import BackendConfig, RoutingStrategy
+
+
+class Balancer:
+    def __init__(
+        self,
+        backends: Iterable[BackendConfig],
+        *,
+        routing: RoutingStrategy = RoutingStrategy.AUTO,
+        queue_timeout: float = 30.0,
+        queue_max: int = 1000,
+        now: Callable[[], float],
+    ) -> None:
+        self.states = [BackendState(config) for config in backends]
+        self.by_name = {state.name: state for state in self.states}
+        self.now = now
+        self._queue_timeout = queue_timeout
+        self._queue_max = queue_max
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._least_outstanding = routing is RoutingStrategy.LEAST_OUTSTANDING or (
+            routing is RoutingStrategy.AUTO and all(s.max_concurrency is not None for s in self.states)
+        )
+        self._restricted_models = any(s.config.models is not None for s in self.states)
+        self._tie_breaker = 0
+
+    # -- choosing --------------------------------------------------------------------------------------
+
+    def candidates(self, model: str | None) -> list[BackendState]:
+        if not self._restricted_models:
+            return self.states
+        serving = [s for s in self.states if s.config.serves(model)]
+        if not serving:
+            raise ModelNotFound(f"The model {model!r} does not exist or no backend serves it.")
+        return serving
+
+    def choose(
+        self,
+        candidates: list[BackendState],
+        tried: frozenset[str] | set[str],
+        skipped: dict[str, str] | None = None,
+    ) -> BackendState | None:
+        """The backend for the next attempt, or None when no untried candidate is eligible right now.
+
+        ``skipped`` (if given) is filled with the reason each untried candidate was passed over, for the log.
+        """
+        now = self.now()
+        best_priority = None
+        tier: list[BackendState] = []
+        for state in candidates:
+            if state.name in tried:
+                continue
+            reason = state.skip_reason(now)
+            if reason is not None:
+                if skipped is not None:
+                    skipped[state.name] = reason
+                continue
+            priority = state.config.priority
+            if best_priority is None or priority < best_priority:
+                best_priority, tier = priority, [state]
+            elif priority == best_priority:
+                tier.append(state)
+        if not tier:
+            return None
+        if len(tier) == 1:
+            return tier[0]
+        if self._least_outstanding:
+            return self._least_loaded(tier)
+        return self._smooth_weighted_round_robin(tier)
+
+    def _least_loaded(self, tier: list[BackendState]) -> BackendState:
+        # Rotate the starting point so that equally loaded backends take turns instead of the first always
+        # winning ties (which would leave the second idle at low concurrency).
+        self._tie_breaker += 1
+        offset = self._tie_breaker % len(tier)
+        rotated = tier[offset:] + tier[:offset]
+        return min(rotated, key=lambda s: s.in_flight / s.weight)
+
+    @staticmethod
+    def _smooth_weighted_round_robin(tier: list[BackendState]) -> BackendState:
+        # nginx's smooth WRR: weights 5,1,1 give a a b a c a a rather than a a a a a b c.
+        total = 0
+        chosen = tier[0]
+        for state in tier:
+            state.current_weight += state.weight
+            total += state.weight
+            if state.current_weight > chosen.current_weight:
+                chosen = state
+        chosen.current_weight -= total
+        return chosen
+
+    # -- when nothing is eligible ----------------------------------------------------------------------
+
+    def explain(self, candidates: list[BackendState], tried: frozenset[str] | set[str]) -> dict[str, str]:
+        """Why each candidate was skipped: for the routing log line."""
+        now = self.now()
+        return {
+            s.name: ("already tried for this request" if s.name in tried else s.skip_reason(now) or "eligible")
+            for s in candidates
+        }
+
+    def refusal(self, candidates: list[BackendState]) -> AllBackendsThrottled | NoBackendAvailable | None:
+        """The error to answer with when no candidate is eligible, or None if waiting for a slot may help."""
+        now = self.now()
+        cooling: list[float] = []
+        busy = False
+        for state in candidates:
+            condition = state.condition(now)
+            if condition is BackendCondition.HEALTHY:
+                busy = True  # healthy but at max_concurrency: a slot will free up
+            elif condition is BackendCondition.COOLING:
+                cooling.append(state.available_at(now) - now)
+            elif condition is BackendCondition.EJECTED and not state.probe_in_flight:
+                cooling.append(state.available_at(now) - now)
+        if busy:
+            return None
+        if cooling and any(s.condition(now) is BackendCondition.COOLING for s in candidates):
+            soonest = min(cooling)
+            return AllBackendsThrottled(
+                f"All backends are throttled; retry after {soonest:.3f}s.", retry_after=soonest
+            )
+        return NoBackendAvailable("No backend is available to serve this request (all ejected or unhealthy).")
+
+    async def wait_for_slot(self, deadline: float) -> bool:
+        """Wait until some backend finishes a request (or the deadline passes); False on timeout/overflow."""
+        remaining = deadline - self.now()
+        if remaining <= 0 or len(self._waiters) >= self._queue_max:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, remaining)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    @property
+    def queue_timeout(self) -> float:
+        return self._queue_timeout
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    # -- bookkeeping -----------------------------------------------------------------------------------
+
+    def start(self, state: BackendState) -> None:
+        state.start_request(self.now())
+
+    def finish(self, state: BackendState) -> None:
+        state.finish_request()
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def wake_all(self) -> None:
+        """A backend became usable again (cooldown over, health restored): let every waiter look again."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def any_ready(self) -> bool:
+        now = self.now()
+        return any(s.condition(now) is BackendCondition.HEALTHY for s in self.states)

@@ -1,0 +1,70 @@
+"""Reading a client's chat completion request: parsed once, validated, forwarded as the original bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from gateway.errors import BadRequest
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+@dataclass(slots=True, frozen=True)
+class ChatRequest:
+    body: bytes  # what goes upstream: the client's bytes, untouched unless a field had to be added
+    model: str | None
+    stream: bool
+
+
+def parse_chat_request(raw: bytes, *, deployment: str | None = None) -> ChatRequest:
+    """Validate just enough to route and to turn client mistakes into 400s instead of upstream 500s.
+
+    ``deployment`` comes from an Azure-shaped path; it names the model when the body does not.
+    """
+    if not raw:
+        raise BadRequest("The request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
+
+    _check_messages(payload.get("messages"))
+    model = payload.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise BadRequest("'model' must be a non-empty string.", param="model")
+    stream = payload.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean.", param="stream")
+
+    if model is None and deployment:
+        payload["model"] = model = deployment
+        raw = orjson.dumps(payload)
+    return ChatRequest(body=raw, model=model, stream=stream)
+
+
+def _check_messages(messages: object) -> None:
+    if messages is None:
+        raise BadRequest("'messages' is required.", param="messages", code="missing_required_parameter")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array of message objects.", param="messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequest(f"'messages[{index}]' must be an object.", param=f"messages[{index}]")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise BadRequest(
+                f"'messages[{index}].role' must be one of {', '.join(sorted(_ROLES))}; got {role!r}.",
+                param=f"messages[{index}].role",
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise BadRequest(
+                f"'messages[{index}].content' must be a string or an array of content parts.",
+                param=f"messages[{index}].content",
+            )

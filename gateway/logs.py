@@ -1,0 +1,36 @@
+"""JSON log lines on stdout, one per upstream attempt and one per client request.
+
+structlog renders straight to bytes with orjson; loggers are cached on first use so a log call on the hot path
+is a dict build and one write. Nothing here ever logs API keys or message contents: callers pass only routing
+facts (request id, backend, host, status, timings, token counts).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import orjson
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_logging(level: str = "info") -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        cache_logger_on_first_use=True,
+    )
+    # aiohttp's own access log would duplicate our canonical request line.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def get_logger() -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger("gateway")

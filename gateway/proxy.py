@@ -1,0 +1,281 @@
+"""Proxying one chat completion: pick a backend, try it, fail over at once, relay the answer.
+
+The attempt loop is tenacity's: stop after ``max_attempts``, retry only on a retryable upstream failure, no wait
+between attempts (the next attempt goes to a *different* backend, so there is nothing to wait for). Waiting is
+left to the client: when every backend is throttled we answer 429 with the soonest recovery as Retry-After.
+
+Streams are relayed chunk by chunk. The client's response is started only when the first chunk has arrived
+from the upstream, so until a byte has reached the client a broken stream can still fail over; after that, an
+upstream failure ends the stream with an SSE error event (the openai SDK raises it) instead of a silent cut.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_none
+
+from gateway.backend_state import BackendState, BreakerPolicy
+from gateway.balancer import Balancer
+from gateway.chat_request import ChatRequest
+from gateway.clock import Clock
+from gateway.cooldown import cooldown_from_headers
+from gateway.errors import AllBackendsThrottled, GatewayError, UpstreamUnavailable, sse_error_event
+from gateway.logs import get_logger
+from gateway.metrics import GatewayMetrics
+from gateway.upstream import UpstreamClient, UpstreamError, UpstreamStatusError, forwardable_headers
+from gateway.usage import StreamUsageSniffer, Usage, usage_from_body
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    # nginx (and Azure Front Door / App Gateway setups built on it) would otherwise buffer the whole stream.
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What happened to one client request: the canonical log line and the metrics are built from it."""
+
+    request_id: str
+    started: float
+    attempts: int = 0
+    backend: str | None = None
+    tried: set[str] = field(default_factory=set)
+    skipped: dict[str, str] | None = None
+    last_error: UpstreamError | None = None
+    ttfb: float | None = None
+    usage: Usage | None = None
+    stream_error: str | None = None
+    client_gone: bool = False
+
+
+class _RetryableAttempt(Exception):
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class ChatProxy:
+    def __init__(
+        self,
+        *,
+        balancer: Balancer,
+        upstream: UpstreamClient,
+        metrics: GatewayMetrics,
+        clock: Clock,
+        max_attempts: int,
+        cooldown_default: float,
+        cooldown_max: float,
+        breaker: BreakerPolicy,
+        expose_routing_headers: bool = True,
+    ) -> None:
+        self._balancer = balancer
+        self._upstream = upstream
+        self._metrics = metrics
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._cooldown_default = cooldown_default
+        self._cooldown_max = cooldown_max
+        self._breaker = breaker
+        self._expose_routing_headers = expose_routing_headers
+        self._log = get_logger()
+
+    async def handle(self, request: web.Request, chat: ChatRequest, record: RequestRecord) -> web.StreamResponse:
+        candidates = self._balancer.candidates(chat.model)
+        deadline = self._clock.monotonic() + self._balancer.queue_timeout
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts),
+            retry=retry_if_exception_type(_RetryableAttempt),
+            wait=wait_none(),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    state = await self._pick(candidates, record, deadline)
+                    return await self._attempt(request, chat, state, record)
+        except _RetryableAttempt:
+            raise self._exhausted(candidates, record) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    # -- choosing --------------------------------------------------------------------------------------
+
+    async def _pick(self, candidates: list[BackendState], record: RequestRecord, deadline: float) -> BackendState:
+        while True:
+            skipped: dict[str, str] = {}
+            state = self._balancer.choose(candidates, record.tried, skipped)
+            if skipped:
+                record.skipped = skipped
+            if state is not None:
+                record.tried.add(state.name)
+                return state
+            untried = [c for c in candidates if c.name not in record.tried]
+            if not untried:
+                raise self._exhausted(candidates, record)
+            refusal = self._balancer.refusal(untried)
+            if refusal is None:
+                # Every untried backend is healthy but at its max_concurrency: queue for a free slot.
+                if await self._balancer.wait_for_slot(deadline):
+                    continue
+                raise AllBackendsThrottled(
+                    f"All backends are busy and no slot freed up within {self._balancer.queue_timeout:g}s.",
+                    retry_after=1.0,
+                )
+            if record.attempts:
+                raise self._exhausted(candidates, record)
+            raise refusal
+
+    def _exhausted(self, candidates: list[BackendState], record: RequestRecord) -> GatewayError:
+        refusal = self._balancer.refusal(candidates)
+        if isinstance(refusal, AllBackendsThrottled):
+            return refusal
+        if record.last_error is not None:
+            return UpstreamUnavailable(
+                f"No backend could answer after {record.attempts} attempt(s); last: {record.last_error.message}."
+            )
+        return refusal or UpstreamUnavailable("No backend could answer.")
+
+    # -- one attempt -----------------------------------------------------------------------------------
+
+    async def _attempt(
+        self, request: web.Request, chat: ChatRequest, state: BackendState, record: RequestRecord
+    ) -> web.StreamResponse:
+        record.attempts += 1
+        series = self._metrics.for_backend(state.name)
+        backend = state.config
+        self._balancer.start(state)
+        sent = time.perf_counter()
+        try:
+            async with self._upstream.chat_completion(backend, chat.body, record.request_id) as upstream:
+                record.ttfb = time.perf_counter() - sent
+                series.ttfb.observe(record.ttfb)
+                if chat.stream and upstream.content_type == "text/event-stream":
+                    response = await self._relay_stream(request, upstream, state, record)
+                else:
+                    body = await self._upstream.read_body(backend, upstream)
+                    record.usage = usage_from_body(body)
+                    response = web.Response(
+                        status=upstream.status, body=body, headers=forwardable_headers(upstream.headers)
+                    )
+                    self._routing_headers(response, state, record)
+        except UpstreamError as error:
+            self._record_failure(state, error, record, sent)
+            if error.retryable:
+                raise _RetryableAttempt(error) from None
+            assert isinstance(error, UpstreamStatusError)
+            # The client's own mistake (400, 401, 404...): the backend is fine, the answer goes back as written.
+            state.record_success()
+            record.backend = state.name
+            response = web.Response(status=error.status, body=error.body, headers=forwardable_headers(error.headers))
+            self._routing_headers(response, state, record)
+            return response
+        finally:
+            self._balancer.finish(state)
+
+        record.backend = state.name
+        if record.stream_error is None:
+            state.record_success()
+        self._log_attempt(state, record, upstream.status, sent, outcome="ok")
+        series.attempt("ok")
+        if record.usage is not None:
+            series.prompt_tokens.inc(record.usage.prompt_tokens)
+            series.completion_tokens.inc(record.usage.completion_tokens)
+        return response
+
+    async def _relay_stream(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, state: BackendState, record: RequestRecord
+    ) -> web.StreamResponse:
+        chunks = self._upstream.iter_chunks(state.config, upstream)
+        sniffer = StreamUsageSniffer()
+        # Wait for the first chunk before answering the client: until then, failover is still possible.
+        first = b""
+        async for first in chunks:
+            if first:
+                break
+        headers = forwardable_headers(upstream.headers)
+        headers.update(SSE_HEADERS)
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        self._routing_headers(response, state, record)
+        record.backend = state.name
+        await response.prepare(request)
+        try:
+            if first:
+                sniffer.feed(first)
+                await response.write(first)
+            async for chunk in chunks:
+                sniffer.feed(chunk)
+                await response.write(chunk)
+        except UpstreamError as error:
+            # Bytes already reached the client: no failover now. End the stream with an error the SDK raises.
+            record.stream_error = error.message
+            self._record_failure(state, error, record, time.perf_counter())
+            try:
+                await response.write(sse_error_event(f"Upstream stream interrupted: {error.message}", "stream_interrupted"))
+            except ConnectionError:
+                record.client_gone = True
+        except ConnectionError:
+            # The client went away; leaving this block closes the upstream response, which frees its slot.
+            record.client_gone = True
+            return response
+        record.usage = sniffer.usage
+        try:
+            await response.write_eof()
+        except ConnectionError:
+            record.client_gone = True
+        return response
+
+    def _routing_headers(self, response: web.StreamResponse, state: BackendState, record: RequestRecord) -> None:
+        response.headers["x-request-id"] = record.request_id
+        if self._expose_routing_headers:
+            response.headers["x-gateway-backend"] = state.name
+            response.headers["x-gateway-attempts"] = str(record.attempts)
+
+    # -- bookkeeping -----------------------------------------------------------------------------------
+
+    def _record_failure(self, state: BackendState, error: UpstreamError, record: RequestRecord, sent: float) -> None:
+        now = self._clock.monotonic()
+        cooldown = ejected = None
+        if error.throttled and isinstance(error, UpstreamStatusError):
+            asked = cooldown_from_headers(error.headers, self._clock.wall())
+            cooldown = min(asked if asked is not None else self._cooldown_default, self._cooldown_max)
+            state.record_throttled(now, cooldown)
+        if error.counts_as_failure:
+            ejected = state.record_failure(now, self._breaker)
+        if error.retryable:
+            record.last_error = error
+        outcome = "throttled" if error.throttled else ("failed" if error.retryable else "client_error")
+        series = self._metrics.for_backend(state.name)
+        series.attempt(outcome)
+        if error.retryable and record.stream_error is None:
+            series.retries.inc()
+        self._log_attempt(state, record, error.status, sent, outcome=outcome, error=error.message,
+                          cooldown_s=cooldown, ejected_s=ejected)
+
+    def _log_attempt(
+        self, state: BackendState, record: RequestRecord, status: int | None, sent: float, *, outcome: str,
+        error: str | None = None, cooldown_s: float | None = None, ejected_s: float | None = None,
+    ) -> None:
+        fields: dict[str, object] = {
+            "request_id": record.request_id,
+            "backend": state.name,
+            "upstream": state.config.host,
+            "attempt": record.attempts,
+            "status": status,
+            "outcome": outcome,
+            "duration_ms": round((time.perf_counter() - sent) * 1000, 2),
+        }
+        if error is not None:
+            fields["error"] = error
+        if cooldown_s is not None:
+            fields["cooldown_s"] = round(cooldown_s, 3)
+        if ejected_s is not None:
+            fields["ejected_s"] = round(ejected_s, 3)
+        if outcome == "ok":
+            self._log.info("upstream_attempt", **fields)
+        else:
+            self._log.warning("upstream_attempt", **fields)

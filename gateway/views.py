@@ -1,0 +1,105 @@
+"""HTTP handlers. Each reads what it needs from the app and hands real work to the module that owns it."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from aiohttp import web
+
+from gateway import keys
+from gateway.chat_request import parse_chat_request
+from gateway.errors import GatewayError, PayloadTooLarge, error_response
+from gateway.logs import get_logger
+from gateway.proxy import RequestRecord
+
+_log = get_logger()
+
+
+async def read_body(request: web.Request) -> bytes:
+    limit = request.app[keys.SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.") from None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    record = RequestRecord(request_id=request[keys.REQUEST_ID], started=time.perf_counter())
+    deployment = request.match_info.get("deployment")
+    status = 499  # nginx's "client closed request", if we are cancelled before answering
+    model = None
+    stream = False
+    try:
+        chat = parse_chat_request(await read_body(request), deployment=deployment)
+        model, stream = chat.model, chat.stream
+        response = await app[keys.PROXY].handle(request, chat, record)
+        status = 499 if record.client_gone else response.status
+        return response
+    except GatewayError as error:
+        status = error.status
+        response = error_response(error)
+        response.headers["x-request-id"] = record.request_id
+        return response
+    finally:
+        _finish(app, record, request.path, model, stream, status)
+
+
+def _finish(app: web.Application, record: RequestRecord, path: str, model: str | None, stream: bool,
+            status: int) -> None:
+    duration = time.perf_counter() - record.started
+    series = app[keys.METRICS].for_backend(record.backend or "none")
+    series.request(status)
+    series.duration.observe(duration)
+    fields: dict[str, object] = {
+        "request_id": record.request_id,
+        "path": path,
+        "model": model,
+        "stream": stream,
+        "status": status,
+        "backend": record.backend,
+        "attempts": record.attempts,
+        "duration_ms": round(duration * 1000, 2),
+    }
+    if record.ttfb is not None:
+        fields["ttfb_ms"] = round(record.ttfb * 1000, 2)
+    if record.usage is not None:
+        fields["prompt_tokens"] = record.usage.prompt_tokens
+        fields["completion_tokens"] = record.usage.completion_tokens
+    if record.skipped:
+        fields["skipped"] = record.skipped
+    if record.stream_error:
+        fields["stream_error"] = record.stream_error
+    if record.attempts > 1 or status >= 400:
+        fields["tried"] = sorted(record.tried)
+    _log.info("request", **fields)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    listing = await request.app[keys.MODELS_CATALOG].listing()
+    return web.Response(body=orjson.dumps(listing), content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    balancer = request.app[keys.BALANCER]
+    now = balancer.now()
+    backends = {state.name: state.condition(now).value for state in balancer.states}
+    ready = balancer.any_ready()
+    body = orjson.dumps({"status": "ready" if ready else "unavailable", "backends": backends})
+    return web.Response(status=200 if ready else 503, body=body, content_type="application/json")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    # Rendering walks every series; off the event loop's hot path is not needed at this size.
+    body = request.app[keys.METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+__all__ = ["chat_completions", "list_models", "healthz", "readyz", "metrics"]
