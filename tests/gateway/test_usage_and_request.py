@@ -1,0 +1,55 @@
+import orjson
+import pytest
+
+from gateway.chat_request import parse_chat_request
+from gateway.errors import BadRequest
+from gateway.usage import StreamUsageSniffer, usage_from_body
+
+
+def test_usage_from_body():
+    body = orjson.dumps({"usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
+    usage = usage_from_body(body)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (3, 5)
+    assert usage_from_body(b'{"id": 1}') is None
+    assert usage_from_body(b'{"usage": null}') is None
+
+
+def test_stream_sniffer_finds_usage_split_across_chunks():
+    event = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}\n\n'
+    sniffer = StreamUsageSniffer()
+    sniffer.feed(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n' + event[:20])
+    sniffer.feed(event[20:] + b"data: [DONE]\n\n")
+    assert (sniffer.usage.prompt_tokens, sniffer.usage.completion_tokens) == (7, 2)
+
+
+def test_valid_request_is_forwarded_untouched():
+    raw = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'
+    chat = parse_chat_request(raw)
+    assert chat.body is raw and chat.model == "m" and chat.stream is True
+
+
+def test_azure_deployment_names_the_model():
+    chat = parse_chat_request(b'{"messages":[{"role":"user","content":"hi"}]}', deployment="gpt")
+    assert chat.model == "gpt" and orjson.loads(chat.body)["model"] == "gpt"
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"", "empty"),
+        (b"{not json", "not valid JSON"),
+        (b"[1]", "JSON object"),
+        (b'{"model":"m"}', "'messages' is required"),
+        (b'{"messages":[]}', "non-empty array"),
+        (b'{"messages":"hi"}', "non-empty array"),
+        (b'{"messages":[1]}', "must be an object"),
+        (b'{"messages":[{"role":"wizard","content":"x"}]}', "role"),
+        (b'{"messages":[{"role":"user","content":5}]}', "content"),
+        (b'{"messages":[{"role":"user","content":"x"}],"model":7}', "'model'"),
+        (b'{"messages":[{"role":"user","content":"x"}],"stream":"yes"}', "'stream'"),
+    ],
+)
+def test_bad_requests(raw, fragment):
+    with pytest.raises(BadRequest) as caught:
+        parse_chat_request(raw)
+    assert fragment in caught.value.message
