@@ -1,0 +1,91 @@
+"""A backend that crashes (SIGKILL) while it is generating: what clients see, and how the gateway recovers.
+
+What is promised, honestly:
+- a non-streaming answer is sent whole at the end, so when its backend dies nothing has reached the client
+  yet: the gateway retries it on another backend and the client never notices;
+- a stream that has already delivered tokens cannot move: the client gets an error event (the SDK raises
+  it), never a silently truncated answer;
+- every request made after the crash succeeds on the surviving backend, and the crashed one, restarted on
+  the same port, takes traffic again once the gateway's health check sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+pytestmark = pytest.mark.e2e
+
+# Long enough that a generation is still running a good while after it started (SmolLM2 on one thread
+# produces on the order of 100 tokens/s here), short enough to keep the suite quick.
+LONG_PROMPT = "Count from 1 to 500, separated by commas."
+LONG_MAX_TOKENS = 300
+SHORT_PROMPT = "Say hello."
+RETURN_DEADLINE = 30.0
+
+
+async def wait_until_used_again(ask, name: str) -> set[str]:
+    """Send pairs of concurrent requests until `name` answers one; return the backends of the last pair."""
+    deadline = time.monotonic() + RETURN_DEADLINE
+    while True:
+        answers = await asyncio.gather(ask(SHORT_PROMPT), ask(SHORT_PROMPT))
+        seen = {backend for backend, _ in answers}
+        if name in seen or time.monotonic() > deadline:
+            return seen
+        await asyncio.sleep(0.2)
+
+
+async def test_requests_in_flight_on_a_crashed_backend_fail_over_and_it_comes_back(ask, both_backends_up) -> None:
+    llama_1, llama_2 = both_backends_up
+
+    # Two long requests at once: one on each backend (see test_balancing).
+    in_flight = [asyncio.create_task(ask(LONG_PROMPT, max_tokens=LONG_MAX_TOKENS)) for _ in range(2)]
+    await asyncio.sleep(1.0)
+    assert not any(task.done() for task in in_flight), "a generation ended before the crash: make it longer"
+    llama_2.kill()
+
+    answers = await asyncio.gather(*in_flight)
+    assert [backend for backend, _ in answers] == ["llama-1", "llama-1"], "llama-2's request moved to llama-1"
+    assert all(text.strip() for _, text in answers)
+
+    # While llama-2 is down every request succeeds on llama-1.
+    answers = await asyncio.gather(*(ask(SHORT_PROMPT) for _ in range(4)))
+    assert {backend for backend, _ in answers} == {"llama-1"}
+    assert all(text.strip() for _, text in answers)
+
+    # Restarted on the same port, it is noticed by the health check and used again.
+    llama_2.start()
+    await asyncio.to_thread(llama_2.wait_ready)
+    assert await wait_until_used_again(ask, "llama-2") == {"llama-1", "llama-2"}
+
+
+async def test_a_stream_cut_by_a_crash_ends_with_an_error_and_later_requests_succeed(
+    gateway_client: AsyncOpenAI, model_id: str, both_backends_up, ask
+) -> None:
+    raw = await gateway_client.chat.completions.with_raw_response.create(
+        model=model_id,
+        messages=[{"role": "user", "content": LONG_PROMPT}],
+        max_tokens=LONG_MAX_TOKENS,
+        temperature=0,
+        stream=True,
+    )
+    victim = next(b for b in both_backends_up if b.name == raw.headers["x-gateway-backend"])
+
+    received = []
+    with pytest.raises(openai.APIError):
+        async for chunk in await raw.parse():
+            for choice in chunk.choices:
+                assert choice.finish_reason is None, "the generation ended before the crash: make it longer"
+                received.append(choice.delta.content or "")
+            if victim.alive and "".join(received).strip():
+                victim.kill()  # tokens have reached us: this stream can no longer move to another backend
+    assert not victim.alive
+
+    for _ in range(3):
+        backend, text = await ask(SHORT_PROMPT)
+        assert backend != victim.name
+        assert text.strip()
