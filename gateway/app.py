@@ -68,7 +68,12 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     """One pooled ClientSession for all upstream traffic, alive exactly as long as the app."""
     settings = app[keys.SETTINGS]
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+    session = aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+        cookie_jar=aiohttp.DummyCookieJar(),  # a proxy must not keep upstream cookies, and it saves work
+    )
     app[keys.HTTP_SESSION] = session
     upstream = UpstreamClient(
         session,
