@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway import keys
+from gateway.affinity import AffinityTable
 from gateway.azure_auth import EntraTokenProvider, default_credential
 from gateway.backend_state import BreakerPolicy
 from gateway.balancer import Balancer
@@ -94,6 +95,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         cooldown_max=settings.cooldown_max,
         breaker=BreakerPolicy(settings.eject_after_failures, settings.eject_base, settings.eject_max),
         expose_routing_headers=settings.expose_routing_headers,
+        affinity=AffinityTable(settings.affinity_capacity) if settings.affinity_enabled else None,
     )
     yield
     await session.close()

@@ -4,7 +4,8 @@ Selection, in order:
 1. candidates: backends that serve the requested model and were not already tried for this request;
 2. eligible: not cooling down, not ejected, healthy, under their ``max_concurrency``;
 3. the best (lowest) ``priority`` among the eligible;
-4. inside that tier: least outstanding requests (per unit of weight) when the backends have a known capacity
+4. inside that tier: the conversation's pinned backend (affinity) if it is there and no busier than the least
+   busy; else least outstanding requests (per unit of weight) when the backends have a known capacity
    (``max_concurrency``) or ``routing=least_outstanding``; otherwise smooth weighted round robin.
 
 When nothing is eligible the reason decides the answer: every candidate cooling down → 429 at once with the
@@ -39,6 +40,8 @@ class Balancer:
         self._queue_timeout = queue_timeout
         self._queue_max = queue_max
         self._waiters: deque[asyncio.Future[None]] = deque()
+        # Requests waiting for one backend in particular (the one holding their conversation).
+        self._pinned_waiters: dict[str, deque[asyncio.Future[None]]] = {s.name: deque() for s in self.states}
         self._least_outstanding = routing is RoutingStrategy.LEAST_OUTSTANDING or (
             routing is RoutingStrategy.AUTO and all(s.max_concurrency is not None for s in self.states)
         )
@@ -60,6 +63,7 @@ class Balancer:
         candidates: list[BackendState],
         tried: frozenset[str] | set[str],
         skipped: dict[str, str] | None = None,
+        preferred: str | None = None,
     ) -> BackendState | None:
         """The backend for the next attempt, or None when no untried candidate is eligible right now.
 
@@ -85,6 +89,10 @@ class Balancer:
             return None
         if len(tier) == 1:
             return tier[0]
+        if preferred is not None:
+            for state in tier:
+                if state.name == preferred and self.load(state) <= min(self.load(s) for s in tier):
+                    return state
         if self._least_outstanding:
             return self._least_loaded(tier)
         return self._smooth_weighted_round_robin(tier)
@@ -95,7 +103,7 @@ class Balancer:
         self._tie_breaker += 1
         offset = self._tie_breaker % len(tier)
         rotated = tier[offset:] + tier[:offset]
-        return min(rotated, key=lambda s: s.in_flight / s.weight)
+        return min(rotated, key=self.load)
 
     @staticmethod
     def _smooth_weighted_round_robin(tier: list[BackendState]) -> BackendState:
@@ -142,13 +150,33 @@ class Balancer:
             )
         return NoBackendAvailable("No backend is available to serve this request (all ejected or unhealthy).")
 
-    async def wait_for_slot(self, deadline: float) -> bool:
-        """Wait until some backend finishes a request (or the deadline passes); False on timeout/overflow."""
+    def load(self, state: BackendState) -> float:
+        """Outstanding work per unit of weight: requests in flight plus those queued for this backend only."""
+        return (state.in_flight + len(self._pinned_waiters[state.name])) / state.weight
+
+    def worth_waiting_for(self, preferred: str, candidates: list[BackendState]) -> BackendState | None:
+        """The pinned backend, if it is merely busy and no busier than the least busy other candidate.
+
+        Waiting for it keeps the conversation's cache; when another backend is less loaded (say idle), going
+        there is cheaper than queueing, and the conversation moves with it.
+        """
+        state = self.by_name.get(preferred)
+        now = self.now()
+        if state is None or state not in candidates or state.condition(now) is not BackendCondition.HEALTHY:
+            return None
+        others = [s for s in candidates if s is not state and s.condition(now) is BackendCondition.HEALTHY]
+        if others and self.load(state) > min(self.load(s) for s in others):
+            return None
+        return state
+
+    async def wait_for_slot(self, deadline: float, backend: BackendState | None = None) -> bool:
+        """Wait until a backend (or ``backend``) finishes a request; False on deadline or a full queue."""
         remaining = deadline - self.now()
-        if remaining <= 0 or len(self._waiters) >= self._queue_max:
+        if remaining <= 0 or self.queued >= self._queue_max:
             return False
+        queue = self._waiters if backend is None else self._pinned_waiters[backend.name]
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        queue.append(waiter)
         try:
             await asyncio.wait_for(waiter, remaining)
             return True
@@ -158,7 +186,7 @@ class Balancer:
             if not waiter.done():
                 waiter.cancel()
             try:
-                self._waiters.remove(waiter)
+                queue.remove(waiter)
             except ValueError:
                 pass
 
@@ -168,7 +196,7 @@ class Balancer:
 
     @property
     def queued(self) -> int:
-        return len(self._waiters)
+        return len(self._waiters) + sum(len(queue) for queue in self._pinned_waiters.values())
 
     # -- bookkeeping -----------------------------------------------------------------------------------
 
@@ -177,22 +205,25 @@ class Balancer:
 
     def finish(self, state: BackendState) -> None:
         state.finish_request()
-        self._wake_one()
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        # The freed slot goes first to a request waiting for this very backend, then to anyone.
+        if not _wake_one(self._pinned_waiters[state.name]):
+            _wake_one(self._waiters)
 
     def wake_all(self) -> None:
         """A backend became usable again (cooldown over, health restored): let every waiter look again."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        for queue in (self._waiters, *self._pinned_waiters.values()):
+            while _wake_one(queue):
+                pass
 
     def any_ready(self) -> bool:
         now = self.now()
         return any(s.condition(now) is BackendCondition.HEALTHY for s in self.states)
+
+
+def _wake_one(queue: deque[asyncio.Future[None]]) -> bool:
+    while queue:
+        waiter = queue.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return True
+    return False

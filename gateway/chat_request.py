@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from gateway.affinity import conversation_key
 from gateway.errors import BadRequest
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -16,9 +17,10 @@ class ChatRequest:
     body: bytes  # what goes upstream: the client's bytes, untouched unless a field had to be added
     model: str | None
     stream: bool
+    affinity_key: bytes | None = None  # identifies the conversation, when affinity routing is on
 
 
-def parse_chat_request(raw: bytes, *, deployment: str | None = None) -> ChatRequest:
+def parse_chat_request(raw: bytes, *, deployment: str | None = None, affinity: bool = False) -> ChatRequest:
     """Validate just enough to route and to turn client mistakes into 400s instead of upstream 500s.
 
     ``deployment`` comes from an Azure-shaped path; it names the model when the body does not.
@@ -45,7 +47,8 @@ def parse_chat_request(raw: bytes, *, deployment: str | None = None) -> ChatRequ
     if model is None and deployment:
         payload["model"] = model = deployment
         raw = orjson.dumps(payload)
-    return ChatRequest(body=raw, model=model, stream=stream)
+    key = conversation_key(model, payload["messages"]) if affinity else None
+    return ChatRequest(body=raw, model=model, stream=stream, affinity_key=key)
 
 
 def _check_messages(messages: object) -> None:

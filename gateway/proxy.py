@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_none
 
+from gateway.affinity import AffinityTable
 from gateway.backend_state import BackendState, BreakerPolicy
 from gateway.balancer import Balancer
 from gateway.chat_request import ChatRequest
@@ -52,6 +53,7 @@ class RequestRecord:
     usage: Usage | None = None
     stream_error: str | None = None
     client_gone: bool = False
+    affinity: str | None = None  # "new", "hit" or "moved" when affinity routing is on
 
 
 class _RetryableAttempt(Exception):
@@ -73,6 +75,7 @@ class ChatProxy:
         cooldown_max: float,
         breaker: BreakerPolicy,
         expose_routing_headers: bool = True,
+        affinity: AffinityTable | None = None,
     ) -> None:
         self._balancer = balancer
         self._upstream = upstream
@@ -83,6 +86,7 @@ class ChatProxy:
         self._cooldown_max = cooldown_max
         self._breaker = breaker
         self._expose_routing_headers = expose_routing_headers
+        self.affinity = affinity
         self._log = get_logger()
 
     async def handle(self, request: web.Request, chat: ChatRequest, record: RequestRecord) -> web.StreamResponse:
@@ -91,7 +95,7 @@ class ChatProxy:
         # The first attempt runs outside tenacity: building its retry state costs ~50 µs, as much as the rest of
         # our own work per request, and nearly every request succeeds first time. Failover is tenacity's.
         try:
-            state = await self._pick(candidates, record, deadline)
+            state = await self._pick(candidates, chat, record, deadline)
             return await self._attempt(request, chat, state, record)
         except _RetryableAttempt:
             if self._max_attempts == 1:
@@ -105,7 +109,7 @@ class ChatProxy:
         try:
             async for attempt in retrying:
                 with attempt:
-                    state = await self._pick(candidates, record, deadline)
+                    state = await self._pick(candidates, chat, record, deadline)
                     return await self._attempt(request, chat, state, record)
         except _RetryableAttempt:
             raise self._exhausted(candidates, record) from None
@@ -113,14 +117,26 @@ class ChatProxy:
 
     # -- choosing --------------------------------------------------------------------------------------
 
-    async def _pick(self, candidates: list[BackendState], record: RequestRecord, deadline: float) -> BackendState:
+    async def _pick(
+        self, candidates: list[BackendState], chat: ChatRequest, record: RequestRecord, deadline: float
+    ) -> BackendState:
+        preferred = self._preferred_backend(chat, record)
         while True:
             skipped: dict[str, str] = {}
-            state = self._balancer.choose(candidates, record.tried, skipped)
+            state = self._balancer.choose(candidates, record.tried, skipped, preferred)
             if skipped:
                 record.skipped = skipped
+            if preferred is not None and (state is None or state.name != preferred):
+                pinned = self._balancer.worth_waiting_for(preferred, candidates)
+                if pinned is not None:
+                    # Its conversation's cache is there and the others are no less busy: queue for it.
+                    if await self._balancer.wait_for_slot(deadline, pinned):
+                        continue
+                    raise self._queue_timeout()
             if state is not None:
                 record.tried.add(state.name)
+                if preferred is not None:
+                    record.affinity = "hit" if state.name == preferred else "moved"
                 return state
             untried = [c for c in candidates if c.name not in record.tried]
             if not untried:
@@ -130,13 +146,26 @@ class ChatProxy:
                 # Every untried backend is healthy but at its max_concurrency: queue for a free slot.
                 if await self._balancer.wait_for_slot(deadline):
                     continue
-                raise AllBackendsThrottled(
-                    f"All backends are busy and no slot freed up within {self._balancer.queue_timeout:g}s.",
-                    retry_after=1.0,
-                )
+                raise self._queue_timeout()
             if record.attempts:
                 raise self._exhausted(candidates, record)
             raise refusal
+
+    def _preferred_backend(self, chat: ChatRequest, record: RequestRecord) -> str | None:
+        if self.affinity is None or chat.affinity_key is None:
+            return None
+        preferred = self.affinity.preferred(chat.affinity_key)
+        if preferred is None:
+            record.affinity = "new"
+        elif preferred in record.tried:
+            return None  # it already failed this request: no loyalty to a broken backend
+        return preferred
+
+    def _queue_timeout(self) -> AllBackendsThrottled:
+        return AllBackendsThrottled(
+            f"All backends are busy and no slot freed up within {self._balancer.queue_timeout:g}s.",
+            retry_after=1.0,
+        )
 
     def _exhausted(self, candidates: list[BackendState], record: RequestRecord) -> GatewayError:
         refusal = self._balancer.refusal(candidates)
@@ -188,6 +217,8 @@ class ChatProxy:
         record.backend = state.name
         if record.stream_error is None:
             state.record_success()
+        if self.affinity is not None and chat.affinity_key is not None:
+            self.affinity.remember(chat.affinity_key, state.name)
         self._log_attempt(state, record, upstream.status, sent, outcome="ok")
         series.attempt("ok")
         if record.usage is not None:

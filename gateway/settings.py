@@ -109,6 +109,9 @@ class GatewaySettings(BaseSettings):
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
 
     routing: RoutingStrategy = RoutingStrategy.AUTO
+    # Conversation affinity: "auto" turns it on when any backend is llama.cpp (whose KV cache it exploits).
+    affinity: Literal["auto", "on", "off"] = "auto"
+    affinity_capacity: int = Field(default=10_000, ge=1, description="conversations remembered")
     max_attempts: int = Field(default=3, ge=1, le=20)
     cooldown_default: float = Field(default=10.0, gt=0, description="seconds, when a 429/503 names none")
     cooldown_max: float = Field(default=300.0, gt=0)
@@ -129,6 +132,12 @@ class GatewaySettings(BaseSettings):
     expose_routing_headers: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     workers: int = Field(default=1, ge=1, le=64)
+
+    @property
+    def affinity_enabled(self) -> bool:
+        if self.affinity == "auto":
+            return any(backend.kind is BackendKind.LLAMACPP for backend in self.backends)
+        return self.affinity == "on"
 
     @field_validator("backends", mode="before")
     @classmethod

@@ -34,9 +34,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     model = None
     stream = False
     try:
-        chat = parse_chat_request(await read_body(request), deployment=deployment)
+        proxy = app[keys.PROXY]
+        chat = parse_chat_request(
+            await read_body(request), deployment=deployment, affinity=proxy.affinity is not None
+        )
         model, stream = chat.model, chat.stream
-        response = await app[keys.PROXY].handle(request, chat, record)
+        response = await proxy.handle(request, chat, record)
         status = 499 if record.client_gone else response.status
         return response
     except GatewayError as error:
@@ -69,6 +72,8 @@ def _finish(app: web.Application, record: RequestRecord, path: str, model: str |
     if record.usage is not None:
         fields["prompt_tokens"] = record.usage.prompt_tokens
         fields["completion_tokens"] = record.usage.completion_tokens
+    if record.affinity is not None:
+        fields["affinity"] = record.affinity
     if record.skipped:
         fields["skipped"] = record.skipped
     if record.stream_error:
