@@ -46,6 +46,10 @@ class GatewayMetrics:
         self.tokens = Counter(
             "gateway_tokens", "Tokens reported by upstreams in usage", ["backend", "type"], registry=self.registry,
         )
+        self.affinity = Counter(
+            "gateway_affinity", "Affinity-routed requests: new conversation, hit (served where pinned) or moved",
+            ["result"], registry=self.registry,
+        )
         self.registry.register(_BalancerCollector(balancer))
         self._children = lru_cache(maxsize=4096)(self._make_children)
 

@@ -132,3 +132,18 @@ async def test_affinity_off_is_plain_balancing(upstreams, gateway):
     async with gw.client() as client:
         served = [await send(client, messages) for messages in cats]
     assert set(served) == {"a", "b"}
+
+
+async def test_affinity_results_are_counted(upstreams, gateway):
+    a, b = await upstreams(name="a"), await upstreams(name="b")
+    gw = await gateway([llama_like(a, "a"), llama_like(b, "b")])
+    async with gw.client() as client:
+        for messages in turns("cats", 3):
+            await send(client, messages)
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gw.url + "/metrics") as response:
+                text = await response.text()
+    assert 'gateway_affinity_total{result="new"} 1.0' in text
+    assert 'gateway_affinity_total{result="hit"} 2.0' in text
