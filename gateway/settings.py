@@ -122,7 +122,6 @@ class GatewaySettings(BaseSettings):
     queue_max: int = Field(default=1000, ge=0)
 
     connect_timeout: float = Field(default=5.0, gt=0)
-    first_byte_timeout: float = Field(default=300.0, gt=0)
     read_timeout: float = Field(default=300.0, gt=0, description="max silence between stream chunks")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
