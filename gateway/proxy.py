@@ -12,6 +12,7 @@ upstream failure ends the stream with an SSE error event (the openai SDK raises 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -230,6 +231,19 @@ class ChatProxy:
         self, request: web.Request, upstream: aiohttp.ClientResponse, state: BackendState, record: RequestRecord
     ) -> web.StreamResponse:
         chunks = self._upstream.iter_chunks(state.config, upstream)
+        try:
+            return await self._relay_chunks(request, upstream, chunks, state, record)
+        finally:
+            await chunks.aclose()
+
+    async def _relay_chunks(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        chunks: AsyncIterator[bytes],
+        state: BackendState,
+        record: RequestRecord,
+    ) -> web.StreamResponse:
         sniffer = StreamUsageSniffer()
         # Wait for the first chunk before answering the client: until then, failover is still possible.
         first = b""
@@ -254,7 +268,9 @@ class ChatProxy:
             record.stream_error = error.message
             self._record_failure(state, error, record, time.perf_counter())
             try:
-                await response.write(sse_error_event(f"Upstream stream interrupted: {error.message}", "stream_interrupted"))
+                await response.write(
+                    sse_error_event(f"Upstream stream interrupted: {error.message}", "stream_interrupted")
+                )
             except ConnectionError:
                 record.client_gone = True
         except ConnectionError:
