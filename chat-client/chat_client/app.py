@@ -1,0 +1,87 @@
+"""Wiring: settings -> web.Application -> cleanup contexts -> routes -> middlewares."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_jinja2
+import aiohttp_session
+import jinja2
+from aiohttp import web
+
+from chat_client import keys
+from chat_client.database import create_engine, describe, migrate
+from chat_client.errors import error_middleware
+from chat_client.llm import open_chat_model
+from chat_client.replies import ReplyWriter
+from chat_client.routes import setup_routes
+from chat_client.security import SessionStorage, add_security_headers, csrf_guard
+from chat_client.settings import ChatSettings
+from chat_client.store import ChatStore
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def create_app(settings: ChatSettings) -> web.Application:
+    storage = SessionStorage(settings.session_key_bytes(), max_age=settings.session_days * 86400)
+    app = web.Application(
+        # Outermost first: the session wraps everything so that error pages can still set the cookie.
+        middlewares=[aiohttp_session.session_middleware(storage), error_middleware, csrf_guard],
+    )
+    app[keys.settings_key] = settings
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # every {{ value }} is HTML-escaped: a message with <script> shows as text.
+        undefined=jinja2.StrictUndefined,
+    )
+    # Order matters: cleanup runs in reverse, so replies stop before the model client and the database close.
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_chat_model)
+    app.cleanup_ctx.append(_reply_writer)
+    app.on_response_prepare.append(add_security_headers)
+    setup_routes(app)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.settings_key]
+    url = settings.resolved_database_url
+    if settings.database_url is None:
+        log.warning(
+            "DATABASE_URL is not set: using the embedded SQLite file %s (fine for a demo; "
+            "docker-compose and Azure use PostgreSQL)",
+            Path(url.split("///", 1)[1]).resolve(),
+        )
+    else:
+        log.info("database: %s", describe(url))
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+        app[keys.store_key] = ChatStore(engine)
+        yield
+    finally:
+        await engine.dispose()
+
+
+async def _chat_model(app: web.Application) -> AsyncIterator[None]:
+    async with open_chat_model(app[keys.settings_key]) as model:
+        app[keys.model_key] = model
+        yield
+
+
+async def _reply_writer(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.settings_key]
+    writer = ReplyWriter(
+        app[keys.store_key],
+        app[keys.model_key],
+        system_prompt=settings.system_prompt,
+        context_tokens=settings.context_tokens,
+    )
+    app[keys.replies_key] = writer
+    yield
+    await writer.close()

@@ -1,0 +1,131 @@
+"""How chats and messages look from outside: JSON shapes, URL parameters and input checks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from chat_client.errors import ChatError, not_found
+from chat_client.models import TITLE_MAX, Chat, Message
+
+
+def iso(moment: datetime) -> str:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+def chat_json(chat: Chat) -> dict[str, object]:
+    return {
+        "id": str(chat.id),
+        "title": chat.title,
+        "url": f"/chats/{chat.id}",
+        "created_at": iso(chat.created_at),
+        "updated_at": iso(chat.updated_at),
+    }
+
+
+def message_json(message: Message) -> dict[str, object]:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "position": message.position,
+        "complete": message.complete,
+        "created_at": iso(message.created_at),
+    }
+
+
+def chat_id_param(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["chat_id"])
+    except ValueError:
+        raise not_found() from None
+
+
+def message_id_param(request: web.Request) -> int:
+    raw = request.match_info["message_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise not_found("Message")
+    return int(raw)
+
+
+async def json_body(request: web.Request) -> dict[str, object]:
+    """The request's JSON object; an empty body counts as {}."""
+    if not request.can_read_body:
+        return {}
+    if request.content_type != "application/json":
+        raise ChatError(415, "unsupported_media_type", "Send JSON with Content-Type: application/json.")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ChatError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ChatError(400, "invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+def clean_message(raw: object, limit: int) -> str:
+    if not isinstance(raw, str):
+        raise ChatError(400, "invalid_message", "`content` must be a string.")
+    content = raw.replace("\x00", "")  # PostgreSQL text cannot hold NUL.
+    if not content.strip():
+        raise ChatError(400, "message_empty", "Type a message first.")
+    if len(content) > limit:
+        raise ChatError(
+            400,
+            "message_too_long",
+            f"Your message is {len(content):,} characters long; the limit is {limit:,}. "
+            "Shorten it and send again.",
+        )
+    return content
+
+
+def clean_title(raw: object) -> str:
+    if raw is None:
+        return ""
+    if not isinstance(raw, str):
+        raise ChatError(400, "invalid_title", "`title` must be a string.")
+    title = " ".join(raw.replace("\x00", "").split())
+    if len(title) > TITLE_MAX:
+        raise ChatError(400, "title_too_long", f"A chat title can be at most {TITLE_MAX} characters.")
+    return title
+
+
+def chat_limit_error(limit: int) -> ChatError:
+    return ChatError(
+        409,
+        "chat_limit",
+        f"You have reached the limit of {limit:,} chats. Continue one of your existing chats.",
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a chat page: a stored message, or the empty place of a reply that isn't there."""
+
+    message: Message | None
+    placeholder: str | None = None  # "writing" (a reply is being written) or "missing" (it failed)
+    retry_for: int | None = None  # the user message a Retry button would answer again
+
+
+def conversation(messages: Sequence[Message], writing: Callable[[int], bool]) -> list[Row]:
+    """The rows of a chat page. `writing(position)` tells whether a reply at that position is in progress."""
+    by_position = {message.position: message for message in messages}
+    rows: list[Row] = []
+    for message in messages:
+        if message.role == "assistant" and not message.complete:
+            question = by_position.get(message.position - 1)
+            retry = question.id if question is not None and not writing(message.position) else None
+            rows.append(Row(message, retry_for=retry))
+            continue
+        rows.append(Row(message))
+        if message.role == "user" and message.position + 1 not in by_position:
+            if writing(message.position + 1):
+                rows.append(Row(None, placeholder="writing"))
+            else:
+                rows.append(Row(None, placeholder="missing", retry_for=message.id))
+    return rows
