@@ -36,3 +36,13 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert commands == ["make test"]
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^test:", makefile, re.M) and re.search(r"^up:", makefile, re.M)
+
+
+def test_every_chat_app_setting_is_documented():
+    from chat_client.settings import ChatSettings
+
+    table = README.split("## The chat app", 1)[1]
+    for field in ChatSettings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, str):
+            assert f"| `{alias}` |" in table, f"{alias} is missing from the README's chat app table"
