@@ -74,3 +74,17 @@ if [ "$want_browser" = 1 ] && ! command -v chromium >/dev/null; then
     echo "bootstrap: chromium is missing; install it with: sudo apt-get install chromium chromium-driver" >&2
   fi
 fi
+
+# ---- deployment checks: checkov in a venv of its own (tests/deploy) -------------------------------------
+# checkov pins dozens of packages (boto3, networkx, its own older pycep-parser, ...) that would fight the
+# project's, so it gets its own venv and the tests run it as a program. A stamp of the version makes a
+# re-run instant; bump CHECKOV_VERSION on purpose, since new checkov releases bring new checks.
+CHECKOV_VERSION=3.3.30
+CHECKOV_VENV=$VENV/tools/checkov
+if [ "$(cat "$CHECKOV_VENV/.installed" 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
+  step "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV (its own venv)"
+  rm -rf "$CHECKOV_VENV"
+  "$PYTHON" -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+  echo "$CHECKOV_VERSION" > "$CHECKOV_VENV/.installed"
+fi

@@ -118,12 +118,19 @@ class LlamaBackend:
 
 
 @pytest.fixture(scope="session")
-def llama_backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LlamaBackend]]:
+def llama_cpp_installed() -> None:
+    """Skips (outside CI) or fails (in CI) when llama-cpp-python or the embedded model is missing."""
     reason = _missing_prerequisite()
     if reason:
         if _in_ci():
             pytest.fail(f"the end-to-end tests must run in CI, but {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def llama_backends(
+    llama_cpp_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[LlamaBackend]]:
     logs = tmp_path_factory.mktemp("llama-logs")
     backends = [LlamaBackend(f"llama-{i}", _free_port(), logs / f"llama-{i}.log") for i in (1, 2)]
     try:
@@ -190,7 +197,7 @@ def ask(gateway_client: AsyncOpenAI, model_id: str):
             max_tokens=max_tokens,
             temperature=0,
         )
-        completion = await raw.parse()
+        completion = raw.parse()
         return raw.headers["x-gateway-backend"], completion.choices[0].message.content or ""
 
     return ask

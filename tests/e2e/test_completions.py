@@ -31,7 +31,7 @@ async def test_a_streamed_completion_arrives_in_chunks_and_finishes(
     assert raw.headers["content-type"].startswith("text/event-stream")
 
     pieces, finish_reasons = [], []
-    async for chunk in await raw.parse():
+    async for chunk in raw.parse():
         for choice in chunk.choices:
             pieces.append(choice.delta.content or "")
             if choice.finish_reason:

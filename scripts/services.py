@@ -1,0 +1,93 @@
+"""What each process of a local stack is: its command, environment, port and readiness URL.
+
+Shared by `scripts.stack` (make up) and `bench.llamacpp`, so both run the pieces exactly the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backends.llamacpp.model import DEFAULT_MODEL_FILE, served_name
+from scripts.supervisor import Child, Console
+
+MODEL = served_name(Path(DEFAULT_MODEL_FILE))
+# Loading the model takes seconds; the first import after a fresh install can take much longer.
+BACKEND_START_TIMEOUT = 120.0
+SERVICE_START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: list[str]
+    host: str
+    port: int
+    ready_path: str
+    timeout: float
+    env: dict[str, str] = field(default_factory=dict)
+    # Whether the stack is pointless without it. A backend is not: the gateway routes around a dead one,
+    # which is worth watching happen (kill -9 one and keep chatting).
+    essential: bool = True
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ready_url(self) -> str:
+        return self.base_url + self.ready_path
+
+    def child(self, console: Console) -> Child:
+        return Child(self.name, self.argv, console, env=self.env)
+
+
+def llama_backend(name: str, *, host: str, port: int, threads: int) -> Service:
+    return Service(
+        name=name,
+        argv=[sys.executable, "-m", "backends.llamacpp", "--host", host, "--port", str(port),
+              "--threads", str(threads)],
+        host=host,
+        port=port,
+        ready_path="/v1/models",
+        timeout=BACKEND_START_TIMEOUT,
+        essential=False,
+    )
+
+
+def gateway(*, host: str, port: int, backends: list[Service]) -> Service:
+    """The gateway in front of llama.cpp backends that each serve one request at a time."""
+    config = [
+        {"name": b.name, "url": f"{b.base_url}/v1", "kind": "llamacpp", "max_concurrency": 1}
+        for b in backends
+    ]
+    return Service(
+        name="gateway",
+        argv=[sys.executable, "-m", "gateway"],
+        host=host,
+        port=port,
+        ready_path="/readyz",
+        timeout=SERVICE_START_TIMEOUT,
+        env={"GATEWAY_BACKENDS": json.dumps(config), "GATEWAY_HOST": host, "GATEWAY_PORT": str(port)},
+    )
+
+
+def chat_app(*, host: str, port: int, gateway_service: Service) -> Service:
+    return Service(
+        name="chat",
+        argv=[sys.executable, "-m", "chat_client"],
+        host=host,
+        port=port,
+        ready_path="/healthz",
+        timeout=SERVICE_START_TIMEOUT,
+        env={
+            "OPENAI_HOST": "local",
+            "OPENAI_BASE_URL": f"{gateway_service.base_url}/v1",
+            "OPENAI_MODEL": MODEL,
+            "CHAT_DEV_MODE": "true",
+            "CHAT_HOST": host,
+            "CHAT_PORT": str(port),
+        },
+    )
