@@ -39,9 +39,9 @@ class Balancer:
         self.now = now
         self._queue_timeout = queue_timeout
         self._queue_max = queue_max
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[_Waiter] = deque()
         # Requests waiting for one backend in particular (the one holding their conversation).
-        self._pinned_waiters: dict[str, deque[asyncio.Future[None]]] = {s.name: deque() for s in self.states}
+        self._pinned_waiters: dict[str, deque[_Waiter]] = {s.name: deque() for s in self.states}
         self._least_outstanding = routing is RoutingStrategy.LEAST_OUTSTANDING or (
             routing is RoutingStrategy.AUTO and all(s.max_concurrency is not None for s in self.states)
         )
@@ -169,22 +169,37 @@ class Balancer:
             return None
         return state
 
-    async def wait_for_slot(self, deadline: float, backend: BackendState | None = None) -> bool:
-        """Wait until a backend (or ``backend``) finishes a request; False on deadline or a full queue."""
+    async def wait_for_slot(
+        self, deadline: float, accepts: frozenset[str], backend: BackendState | None = None
+    ) -> BackendState | bool:
+        """Queue until a slot frees up on one of ``accepts`` (or on ``backend`` only).
+
+        Returns the backend whose slot was handed over — already counted as started, so no request arriving
+        meanwhile can take it (no barging: the queue is first come, first served) — or True when something
+        changed and the caller should look again (a backend came back), or False on deadline / a full queue.
+        """
         remaining = deadline - self.now()
         if remaining <= 0 or self.queued >= self._queue_max:
             return False
         queue = self._waiters if backend is None else self._pinned_waiters[backend.name]
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), accepts)
         queue.append(waiter)
+        delivered = False
         try:
-            await asyncio.wait_for(waiter, remaining)
-            return True
+            async with asyncio.timeout(remaining):
+                result = await waiter.future
+            delivered = True
+            return result
         except TimeoutError:
             return False
         finally:
-            if not waiter.done():
-                waiter.cancel()
+            if not delivered:
+                if waiter.future.done() and not waiter.future.cancelled():
+                    handed = waiter.future.result()
+                    if isinstance(handed, BackendState):
+                        self.finish(handed)  # handed over as we gave up: pass it on, don't leak it
+                else:
+                    waiter.future.cancel()
             try:
                 queue.remove(waiter)
             except ValueError:
@@ -204,26 +219,42 @@ class Balancer:
         state.start_request(self.now())
 
     def finish(self, state: BackendState) -> None:
+        """A request on ``state`` is over: hand its slot straight to the first waiter that can use it."""
         state.finish_request()
-        # The freed slot goes first to a request waiting for this very backend, then to anyone.
-        if not _wake_one(self._pinned_waiters[state.name]):
-            _wake_one(self._waiters)
+        if state.skip_reason(self.now()) is not None:
+            return  # cooling down, ejected or unhealthy: nobody should be handed this backend
+        waiter = _first_waiting(self._pinned_waiters[state.name], state.name) or _first_waiting(
+            self._waiters, state.name
+        )
+        if waiter is not None:
+            self.start(state)
+            waiter.future.set_result(state)
 
     def wake_all(self) -> None:
-        """A backend became usable again (cooldown over, health restored): let every waiter look again."""
+        """A backend became usable again (health restored): let every waiter look again."""
         for queue in (self._waiters, *self._pinned_waiters.values()):
-            while _wake_one(queue):
-                pass
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.future.done():
+                    waiter.future.set_result(True)
 
     def any_ready(self) -> bool:
         now = self.now()
         return any(s.condition(now) is BackendCondition.HEALTHY for s in self.states)
 
 
-def _wake_one(queue: deque[asyncio.Future[None]]) -> bool:
-    while queue:
-        waiter = queue.popleft()
-        if not waiter.done():
-            waiter.set_result(None)
-            return True
-    return False
+class _Waiter:
+    __slots__ = ("future", "accepts")
+
+    def __init__(self, future: asyncio.Future[BackendState | bool], accepts: frozenset[str]) -> None:
+        self.future = future
+        self.accepts = accepts
+
+
+def _first_waiting(queue: deque[_Waiter], backend: str) -> _Waiter | None:
+    """Remove and return the oldest live waiter that may use ``backend`` (its model, not already tried)."""
+    for waiter in queue:
+        if not waiter.future.done() and backend in waiter.accepts:
+            queue.remove(waiter)
+            return waiter
+    return None

@@ -121,36 +121,40 @@ class ChatProxy:
     async def _pick(
         self, candidates: list[BackendState], chat: ChatRequest, record: RequestRecord, deadline: float
     ) -> BackendState:
+        """The backend for the next attempt, with its slot already taken (``Balancer.start``)."""
         preferred = self._preferred_backend(chat, record)
         while True:
             skipped: dict[str, str] = {}
             state = self._balancer.choose(candidates, record.tried, skipped, preferred)
             if skipped:
                 record.skipped = skipped
+            waited: BackendState | bool | None = None
             if preferred is not None and (state is None or state.name != preferred):
                 pinned = self._balancer.worth_waiting_for(preferred, candidates)
                 if pinned is not None:
                     # Its conversation's cache is there and the others are no less busy: queue for it.
-                    if await self._balancer.wait_for_slot(deadline, pinned):
-                        continue
-                    raise self._queue_timeout()
-            if state is not None:
-                record.tried.add(state.name)
-                if preferred is not None:
-                    record.affinity = "hit" if state.name == preferred else "moved"
-                return state
-            untried = [c for c in candidates if c.name not in record.tried]
-            if not untried:
-                raise self._exhausted(candidates, record)
-            refusal = self._balancer.refusal(untried)
-            if refusal is None:
+                    waited = await self._balancer.wait_for_slot(deadline, frozenset((pinned.name,)), pinned)
+            if waited is not None:
+                pass
+            elif state is not None:
+                self._balancer.start(state)
+                waited = state
+            else:
+                untried = [c for c in candidates if c.name not in record.tried]
+                if not untried:
+                    raise self._exhausted(candidates, record)
+                refusal = self._balancer.refusal(untried)
+                if refusal is not None:
+                    raise self._exhausted(candidates, record) if record.attempts else refusal
                 # Every untried backend is healthy but at its max_concurrency: queue for a free slot.
-                if await self._balancer.wait_for_slot(deadline):
-                    continue
+                waited = await self._balancer.wait_for_slot(deadline, frozenset(s.name for s in untried))
+            if waited is False:
                 raise self._queue_timeout()
-            if record.attempts:
-                raise self._exhausted(candidates, record)
-            raise refusal
+            if isinstance(waited, BackendState):
+                record.tried.add(waited.name)
+                if preferred is not None:
+                    record.affinity = "hit" if waited.name == preferred else "moved"
+                return waited
 
     def _preferred_backend(self, chat: ChatRequest, record: RequestRecord) -> str | None:
         if self.affinity is None or chat.affinity_key is None:
@@ -186,7 +190,6 @@ class ChatProxy:
         record.attempts += 1
         series = self._metrics.for_backend(state.name)
         backend = state.config
-        self._balancer.start(state)
         sent = time.perf_counter()
         try:
             async with self._upstream.chat_completion(backend, chat.body, record.request_id) as upstream:

@@ -94,16 +94,50 @@ def test_round_robin_forced_ignores_load():
     assert [balancer.choose(candidates, set()).name for _ in range(4)].count("a") == 2
 
 
-async def test_wait_for_slot_wakes_on_finish_and_times_out():
+async def test_a_freed_slot_is_handed_to_the_oldest_waiter():
     balancer, clock = make({"name": "a", "max_concurrency": 1}, queue_timeout=1.0)
     state = balancer.by_name["a"]
     balancer.start(state)
-    waiter = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5))
+    first = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"a"})))
     await asyncio.sleep(0)
-    assert balancer.queued == 1
+    second = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"a"})))
+    await asyncio.sleep(0)
+    assert balancer.queued == 2
     balancer.finish(state)
-    assert await waiter is True
-    assert await balancer.wait_for_slot(clock.monotonic()) is False  # deadline already passed
+    # Handed over, not merely announced: a newcomer sees the backend busy and cannot barge in.
+    assert state.in_flight == 1 and balancer.choose(balancer.candidates(None), set()) is None
+    assert await first is state
+    assert not second.done()
+    second.cancel()
+    assert await balancer.wait_for_slot(clock.monotonic(), frozenset({"a"})) is False  # deadline passed
+
+
+async def test_a_waiter_that_gives_up_passes_its_handed_slot_on():
+    balancer, clock = make({"name": "a", "max_concurrency": 1})
+    state = balancer.by_name["a"]
+    balancer.start(state)
+    leaving = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"a"})))
+    await asyncio.sleep(0)
+    staying = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"a"})))
+    await asyncio.sleep(0)
+    balancer.finish(state)  # handed to `leaving`...
+    leaving.cancel()  # ...whose client disconnects before it runs
+    await asyncio.gather(leaving, return_exceptions=True)
+    assert await staying is state and state.in_flight == 1
+
+
+async def test_waiters_only_take_backends_they_can_use():
+    balancer, clock = make({"name": "a", "max_concurrency": 1}, {"name": "b", "max_concurrency": 1})
+    a, b = balancer.by_name["a"], balancer.by_name["b"]
+    balancer.start(a)
+    balancer.start(b)
+    only_b = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"b"})))
+    await asyncio.sleep(0)
+    balancer.finish(a)
+    await asyncio.sleep(0)
+    assert not only_b.done() and a.in_flight == 0
+    balancer.finish(b)
+    assert await only_b is b
 
 
 def test_circuit_breaker_ejects_grows_and_probes_once():
