@@ -1,0 +1,486 @@
+"""infra/bicep: parses, modules wired to their declared parameters, main.parameters.json in step with
+main.bicep, azd's conventions (tags, outputs), and every app configured with exactly what it reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy import bicep, dockerfiles
+from tests.deploy.apps import App
+from tests.deploy.bicep import MAIN, evaluate, ns, parse, scope_of
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMETERS_FILE = bicep.BICEP_DIR / "main.parameters.json"
+CONTAINER_APP = (bicep.BICEP_DIR / "modules" / "container-app.bicep").resolve()
+APP_MODULES = {"gateway": "gateway", "chat": "chat", "llama": "llama"}  # main.bicep symbol -> app
+_AZD_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:=([^}]*))?\}")
+UPPER_SNAKE = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
+
+
+# ---- parsing and wiring ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", bicep.bicep_files(), ids=lambda p: str(p.relative_to(bicep.BICEP_DIR)))
+def test_parses(path: Path) -> None:
+    tree = parse(path)
+    assert tree.get("resources") or tree.get("modules") or tree.get("outputs")
+
+
+def declared_params(path: Path) -> dict[str, dict[str, Any]]:
+    return parse(path).get("parameters", {})
+
+
+@pytest.mark.parametrize("path", bicep.bicep_files(), ids=lambda p: str(p.relative_to(bicep.BICEP_DIR)))
+def test_modules_get_exactly_their_parameters(path: Path) -> None:
+    for symbol, call in bicep.module_calls(path).items():
+        assert call["path"].exists(), f"{symbol}: {call['path']} does not exist"
+        declared = declared_params(call["path"])
+        passed = set(call["params"])
+        assert passed <= set(declared), f"{symbol}: unknown parameters {sorted(passed - set(declared))}"
+        required = {name for name, param in declared.items() if param.get("default") is None}
+        assert required <= passed, f"{symbol}: required parameters missing {sorted(required - passed)}"
+
+
+def test_main_is_subscription_scoped_with_a_tagged_resource_group() -> None:
+    tree = parse(MAIN)
+    assert tree["globals"]["scope"]["value"] == "subscription"
+    groups = [r for r in tree["resources"].values() if r["type"] == "Microsoft.Resources/resourceGroups"]
+    assert len(groups) == 1
+    scope = scope_of(MAIN, environmentName="dev", location="eastus")
+    assert evaluate(groups[0]["config"]["tags"], scope) == {"azd-env-name": "dev"}
+    assert (
+        "uniqueString" in (MAIN.read_text(encoding="utf-8").split("var resourceToken", 1)[1].splitlines()[0])
+    )
+
+
+@pytest.mark.parametrize("path", bicep.bicep_files(), ids=lambda p: str(p.relative_to(bicep.BICEP_DIR)))
+def test_resource_api_versions_are_stable(path: Path) -> None:
+    for symbol, resource in parse(path).get("resources", {}).items():
+        version = resource["api_version"]
+        assert re.fullmatch(r"20\d\d-\d\d-\d\d", version), f"{symbol}: {resource['type']}@{version}"
+        assert int(version[:4]) >= 2022, f"{symbol}: {resource['type']}@{version} is old"
+
+
+def test_outputs_are_upper_snake_and_include_what_azd_needs() -> None:
+    outputs = parse(MAIN)["outputs"]
+    assert all(UPPER_SNAKE.fullmatch(name) for name in outputs), sorted(outputs)
+    assert {
+        "AZURE_CONTAINER_REGISTRY_ENDPOINT",
+        "AZURE_LOCATION",
+        "AZURE_TENANT_ID",
+        "AZURE_CHAT_URL",
+        "AZURE_GATEWAY_URL",
+    } <= set(outputs)
+
+
+# ---- main.parameters.json -------------------------------------------------------------------------------
+
+
+def azd_substitute(text: str, env: dict[str, str]) -> str:
+    """What azd does to the file before reading it as JSON: ${VAR} and ${VAR=default}."""
+    return _AZD_REFERENCE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+def azd_value(param: dict[str, Any], value: Any) -> Any:
+    """azd's relaxed typing: a string becomes the bool or int the template declares."""
+    if isinstance(value, str) and param["type"] == "bool":
+        return {"true": True, "false": False}[value.lower()]
+    if isinstance(value, str) and param["type"] == "int":
+        return int(value)
+    return value
+
+
+def test_parameters_file_maps_to_declared_parameters() -> None:
+    text = PARAMETERS_FILE.read_text(encoding="utf-8")
+    mapped = json.loads(azd_substitute(text, {}))["parameters"]
+    declared = declared_params(MAIN)
+    assert set(mapped) <= set(declared), (
+        f"not parameters of main.bicep: {sorted(set(mapped) - set(declared))}"
+    )
+    for name, param in declared.items():
+        generated = (bicep.decorators(param).get("metadata") or {}).get("azd", {}).get("type") == "generate"
+        if generated:
+            assert "secure" in bicep.decorators(param), f"{name}: a generated value must be @secure()"
+            assert name not in mapped, f"{name}: azd generates it; the parameters file must not set it"
+        elif param.get("default") is None:
+            assert name in mapped, f"{name} has no default and no mapping in main.parameters.json"
+    references = {m.group(1): m.group(2) for m in _AZD_REFERENCE.finditer(text)}
+    assert all(UPPER_SNAKE.fullmatch(name) for name in references)
+    assert {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_PRINCIPAL_ID"} <= set(references)
+
+
+def test_parameters_file_defaults_are_the_template_defaults_and_valid() -> None:
+    mapped = json.loads(azd_substitute(PARAMETERS_FILE.read_text(encoding="utf-8"), {}))["parameters"]
+    declared = declared_params(MAIN)
+    for name, entry in mapped.items():
+        param = declared[name]
+        value = entry["value"]
+        if value == "" and param["type"] == "string":
+            continue  # azd passes nothing: the template default (or, without one, a prompt)
+        value = azd_value(param, value)
+        if param.get("default") is not None:
+            assert value == param["default"], (
+                f"{name}: parameters file default {value!r} != {param['default']!r}"
+            )
+        rules = bicep.decorators(param)
+        if "allowed" in rules:
+            assert value in rules["allowed"], name
+        if "min_value" in rules:
+            assert value >= rules["min_value"], name
+        if "max_value" in rules:
+            assert value <= rules["max_value"], name
+
+
+def test_openai_instances_from_the_environment_reach_the_template_as_an_array() -> None:
+    instances = [{"name": "eastus", "location": "eastus"}, {"name": "sweden", "location": "swedencentral"}]
+    env = {"AZURE_OPENAI_INSTANCES": json.dumps(instances), "AZURE_OPENAI_CAPACITY": "50"}
+    mapped = json.loads(azd_substitute(PARAMETERS_FILE.read_text(encoding="utf-8"), env))["parameters"]
+    assert mapped["openAiInstances"]["value"] == instances
+    assert azd_value(declared_params(MAIN)["openAiCapacity"], mapped["openAiCapacity"]["value"]) == 50
+
+
+# ---- azd services ---------------------------------------------------------------------------------------
+
+
+def app_calls() -> dict[str, dict[str, Any]]:
+    calls = bicep.module_calls(MAIN)
+    return {symbol: calls[symbol] for symbol in APP_MODULES}
+
+
+def test_container_app_module_tags_the_azd_service() -> None:
+    scope = scope_of(CONTAINER_APP, serviceName="chat", tags={"azd-env-name": "dev"})
+    app = parse(CONTAINER_APP)["resources"]["app"]
+    assert evaluate(app["config"]["tags"], scope) == {"azd-env-name": "dev", "azd-service-name": "chat"}
+    untagged = scope_of(CONTAINER_APP, tags={"azd-env-name": "dev"})
+    assert evaluate(app["config"]["tags"], untagged) == {"azd-env-name": "dev"}
+
+
+def find_keys(tree: Any, key: str) -> int:
+    if isinstance(tree, dict):
+        return sum((k == key) + find_keys(v, key) for k, v in tree.items())
+    if isinstance(tree, list):
+        return sum(find_keys(item, key) for item in tree)
+    return 0
+
+
+def test_azd_service_tags_match_azure_yaml(azure_yaml: dict[str, Any]) -> None:
+    tagged: dict[str, int] = {}
+    scope = scope_of(MAIN)
+    for call in bicep.module_calls(MAIN).values():
+        if call["path"] != CONTAINER_APP:
+            continue
+        indexes = range(scope["llamaBackendCount"]) if call["loop"] else [None]
+        for i in indexes:
+            service = evaluate(call["params"].get("serviceName", ""), {**scope, "i": i})
+            if service:
+                tagged[service] = tagged.get(service, 0) + 1
+    assert set(tagged) == set(azure_yaml["services"])
+    assert all(count == 1 for count in tagged.values()), f"one resource per service tag: {tagged}"
+    # Nothing but the container-app module writes the tag (azd refuses a second tagged resource).
+    for path in bicep.bicep_files():
+        expected = 1 if path.resolve() == CONTAINER_APP else 0
+        assert find_keys(parse(path), "'azd-service-name'") == expected, path.name
+
+
+# ---- the apps' configuration ----------------------------------------------------------------------------
+
+
+def app_env(symbol: str) -> list[dict[str, Any]]:
+    return app_calls()[symbol]["params"].get("env", [])
+
+
+@pytest.mark.parametrize("symbol", sorted(APP_MODULES))
+def test_sets_what_the_app_needs_and_nothing_it_does_not_read(symbol: str, app_specs: dict[str, App]) -> None:
+    app = app_specs[APP_MODULES[symbol]]
+    params = app_calls()[symbol]["params"]
+    names = [item["name"] for item in params.get("env", [])]
+    assert len(names) == len(set(names)), f"{symbol}: a variable is set twice"
+    unread = set(names) - app.reads
+    assert not unread, f"{symbol} sets variables its app never reads: {sorted(unread)}"
+    image_env = dockerfiles.env(dockerfiles.final_stage(dockerfiles.DOCKERFILES[APP_MODULES[symbol]]))
+    missing = app.required - set(names) - set(image_env)
+    assert not missing, f"{symbol} leaves required variables unset: {sorted(missing)}"
+    secrets = {secret["name"]: secret for secret in params.get("secrets", [])}
+    for item in params.get("env", []):
+        assert ("value" in item) != ("secretRef" in item), item["name"]
+        if "secretRef" in item:
+            assert item["secretRef"] in secrets, f"{symbol}: {item['name']} refers to an undeclared secret"
+    for secret in secrets.values():
+        assert set(secret) == {"name", "keyVaultUrl", "identity"}, "secrets come from Key Vault, by identity"
+
+
+class FakeOutputs:
+    """A module's outputs before a deployment: `<module>.<output>` placeholders."""
+
+    def __init__(self, module: str) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> str:
+        return f"<{self._module}.{name}>"
+
+
+def literal_env(symbol: str, **bindings: Any) -> dict[str, Any]:
+    """The app's non-secret variables, with made-up outputs for the modules they come from."""
+    fakes = {name: ns(outputs=FakeOutputs(name)) for name in bicep.module_calls(MAIN)}
+    scope = scope_of(MAIN, **{**fakes, **bindings})
+    return {item["name"]: evaluate(item["value"], scope) for item in app_env(symbol) if "value" in item}
+
+
+@pytest.mark.parametrize("symbol", ["gateway", "chat"])
+def test_apps_listen_on_all_interfaces_on_their_target_port(symbol: str) -> None:
+    scope = scope_of(MAIN)
+    prefix = {"gateway": "GATEWAY_", "chat": "CHAT_"}[symbol]
+    env = literal_env(symbol, gateway=ns(outputs=ns(uri="https://gw.internal.example")))
+    assert env[f"{prefix}HOST"] == "0.0.0.0"
+    assert int(env[f"{prefix}PORT"]) == evaluate(app_calls()[symbol]["params"]["targetPort"], scope)
+
+
+def test_chat_settings_load_from_the_template(
+    app_specs: dict[str, App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chat_client.settings import load_settings
+
+    gateway_uri = "https://ca-gateway-abc.internal.example.azurecontainerapps.io"
+    env = literal_env("chat", gateway=ns(outputs=ns(uri=gateway_uri)))
+    secrets = {
+        "CHAT_SESSION_KEY": derived_session_key(
+            generate_like_azd(param_generate_config("chatSessionSecret"))
+        ),
+        "DATABASE_URL": database_url(generate_like_azd(param_generate_config("postgresAdminPassword"))),
+        "AZURE_OPENAI_API_KEY": generate_like_azd(param_generate_config("gatewayApiKey")),
+    }
+    for name in app_specs["chat"].reads:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**env, **secrets}.items():
+        monkeypatch.setenv(name, str(value))
+    settings = load_settings()
+    assert settings.openai_host == "azure_custom"
+    assert settings.azure_openai_custom_url == f"{gateway_uri}/openai"
+    assert settings.chat_model == llama_args(2).alias
+    assert settings.resolved_database_url.startswith("postgresql+asyncpg://chatadmin:")
+    assert "ssl=require" in settings.resolved_database_url
+
+
+def test_gateway_literal_settings() -> None:
+    env = literal_env(
+        "gateway", gatewayIdentity=ns(outputs=ns(clientId="00000000-0000-0000-0000-000000000001"))
+    )
+    assert env["GATEWAY_LOG_LEVEL"] in {"debug", "info", "warning", "error"}
+    assert env["AZURE_CLIENT_ID"] == "00000000-0000-0000-0000-000000000001"
+
+
+def gateway_backends_json(llama_count: int, instances: list[dict[str, str]]) -> str:
+    """Evaluate gateway-backends.bicep the way main.bicep calls it, with made-up addresses."""
+    path = bicep.module_calls(MAIN)["gatewayBackends"]["path"]
+    main_scope = scope_of(MAIN, llamaBackendCount=llama_count, openAiInstances=instances)
+    passed = bicep.module_calls(MAIN)["gatewayBackends"]["params"]
+    fqdns = [f"ca-llama-{i + 1}-abc.internal.example.azurecontainerapps.io" for i in range(llama_count)]
+    endpoints = [f"https://oai-{inst['name']}-abc.openai.azure.com/" for inst in instances]
+    params = {
+        name: evaluate(value, main_scope)
+        for name, value in passed.items()
+        if name not in {"llamaFqdns", "openAiEndpoints"}
+    }
+    scope = scope_of(path, llamaFqdns=fqdns, openAiEndpoints=endpoints, **params)
+    return evaluate(parse(path)["outputs"]["json"]["value"], scope)
+
+
+def test_gateway_backends_from_the_template_are_valid_gateway_settings() -> None:
+    from gateway.settings import BackendKind, GatewaySettings
+
+    instances = [{"name": "eastus", "location": "eastus"}, {"name": "sweden", "location": "swedencentral"}]
+    settings = GatewaySettings(backends=gateway_backends_json(3, instances), host="0.0.0.0")
+    names = [backend.name for backend in settings.backends]
+    assert names == ["llama-1", "llama-2", "llama-3", "aoai-eastus", "aoai-sweden"]
+    for backend in settings.backends[:3]:
+        assert backend.kind is BackendKind.LLAMACPP
+        assert backend.url.startswith("https://") and backend.url.endswith(".azurecontainerapps.io/v1")
+        assert backend.max_concurrency and backend.priority == 0
+    for backend in settings.backends[3:]:
+        assert backend.kind is BackendKind.AZURE
+        assert backend.api_key is None, "Azure OpenAI is reached with the managed identity, never a key"
+        assert backend.deployment == scope_of(MAIN)["openAiDeploymentName"]
+        assert backend.priority > 0
+    only_llama = GatewaySettings(backends=gateway_backends_json(2, []), host="0.0.0.0")
+    assert [b.name for b in only_llama.backends] == ["llama-1", "llama-2"]
+
+
+def llama_args(cores: int):  # noqa: ANN201 - argparse.Namespace
+    from backends.llamacpp.__main__ import parse_args
+
+    scope = scope_of(MAIN, llamaCpuCores=cores)
+    args = [str(word) for word in evaluate(app_calls()["llama"]["params"]["args"], scope)]
+    stage = dockerfiles.final_stage(dockerfiles.DOCKERFILES["llama"])
+    entrypoint = dockerfiles.exec_form(dockerfiles.values(stage, "ENTRYPOINT")[-1])
+    return parse_args(entrypoint[3:] + args)
+
+
+def test_llama_arguments_are_accepted_by_the_backend_cli() -> None:
+    allowed = bicep.decorators(declared_params(MAIN)["llamaCpuCores"])["allowed"]
+    for cores in allowed:
+        args = llama_args(cores)
+        assert args.threads == cores
+        assert args.host == "0.0.0.0"
+        assert args.port == evaluate(app_calls()["llama"]["params"]["targetPort"], scope_of(MAIN))
+        assert (
+            args.alias == literal_env("chat", gateway=ns(outputs=ns(uri="x")))["AZURE_OPENAI_CHAT_DEPLOYMENT"]
+        )
+
+
+# ---- resources, probes and scaling of the apps ----------------------------------------------------------
+
+CONSUMPTION_CPUS = [x / 4 for x in range(1, 17)]  # 0.25 .. 4 vCPU, memory 2 GiB per vCPU
+
+
+@pytest.mark.parametrize("symbol", sorted(APP_MODULES))
+def test_cpu_and_memory_are_a_valid_consumption_size(symbol: str) -> None:
+    cores_choices = bicep.decorators(declared_params(MAIN)["llamaCpuCores"])["allowed"]
+    for cores in cores_choices if symbol == "llama" else [None]:
+        scope = scope_of(MAIN, **({"llamaCpuCores": cores} if cores else {}))
+        params = app_calls()[symbol]["params"]
+        cpu = float(evaluate(params["cpu"], scope))
+        memory = evaluate(params["memory"], scope)
+        assert cpu in CONSUMPTION_CPUS, f"{symbol}: cpu {cpu}"
+        assert memory == f"{cpu * 2:g}Gi", f"{symbol}: {cpu} vCPU needs {cpu * 2:g}Gi, not {memory}"
+
+
+@pytest.mark.parametrize("symbol", sorted(APP_MODULES))
+def test_replica_bounds_and_ingress(symbol: str) -> None:
+    scope = scope_of(MAIN)
+    params = app_calls()[symbol]["params"]
+    low, high = evaluate(params["minReplicas"], scope), evaluate(params["maxReplicas"], scope)
+    assert 1 <= low <= high
+    assert evaluate(params["concurrentRequests"], scope) >= 1
+    external = evaluate(params["external"], scope)
+    assert external is {"chat": True, "gateway": False, "llama": False}[symbol]
+
+
+async def probe_paths(symbol: str) -> set[str]:
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    setup = {"gateway": "gateway.routes", "chat": "chat_client.routes"}[symbol]
+    module = __import__(setup, fromlist=["setup_routes"])
+    app = web.Application()
+    module.setup_routes(app)
+    served = set()
+    for probe in app_calls()[symbol]["params"]["probes"]:
+        if "httpGet" in probe:
+            path = probe["httpGet"]["path"]
+            match = await app.router.resolve(make_mocked_request("GET", path, app=app))
+            assert match.http_exception is None, f"{symbol}: probe {path} is not a route of the app"
+            served.add(path)
+    return served
+
+
+@pytest.mark.parametrize("symbol", sorted(APP_MODULES))
+async def test_probes_use_the_target_port_within_container_apps_limits(symbol: str) -> None:
+    scope = scope_of(MAIN)
+    params = app_calls()[symbol]["params"]
+    port = evaluate(params["targetPort"], scope)
+    probes = evaluate(params["probes"], scope)
+    assert sorted(p["type"] for p in probes) == ["Liveness", "Readiness", "Startup"]
+    for probe in probes:
+        action = probe.get("httpGet") or probe.get("tcpSocket")
+        assert action["port"] == port
+        assert 0 <= probe.get("initialDelaySeconds", 0) <= 60
+        assert 1 <= probe.get("periodSeconds", 10) <= 240
+        assert 1 <= probe.get("timeoutSeconds", 1) <= 240
+        assert 1 <= probe.get("failureThreshold", 3) <= 10
+    if symbol in ("gateway", "chat"):
+        assert await probe_paths(symbol)
+    else:  # llama-cpp-python's server: the same URL as the image's own HEALTHCHECK
+        stage = dockerfiles.final_stage(dockerfiles.DOCKERFILES["llama"])
+        image_check = " ".join(dockerfiles.healthcheck_command(stage))
+        for probe in probes:
+            if "httpGet" in probe:
+                assert f"127.0.0.1:{port}{probe['httpGet']['path']}" in image_check
+
+
+# ---- generated secrets ----------------------------------------------------------------------------------
+
+LOWER, UPPER, DIGITS = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"
+SYMBOLS = '~!@#$%^&*()_+`-={}|[]\\:"<>?,./'
+
+
+def param_generate_config(name: str) -> dict[str, Any]:
+    metadata = bicep.decorators(declared_params(MAIN)[name])["metadata"]["azd"]
+    assert metadata["type"] == "generate"
+    return metadata["config"]
+
+
+def generate_like_azd(config: dict[str, Any]) -> str:
+    """azd's generator (pkg/password): the minimum of each class, then every further character from a class
+    picked uniformly among the allowed ones, then shuffled."""
+    import secrets
+
+    classes = [("Lower", LOWER), ("Upper", UPPER), ("Numeric", DIGITS), ("Special", SYMBOLS)]
+    allowed = [chars for label, chars in classes if not config.get(f"no{label}")]
+    chars = [secrets.choice(chars) for label, chars in classes for _ in range(config.get(f"min{label}", 0))]
+    while len(chars) < config["length"]:
+        chars.append(secrets.choice(secrets.choice(allowed)))
+    secrets.SystemRandom().shuffle(chars)
+    return "".join(chars)
+
+
+def derived_session_key(secret: str) -> str:
+    value = bicep.module_calls(MAIN)["chatSessionKeySecret"]["params"]["value"]
+    return evaluate(value, {"chatSessionSecret": secret})
+
+
+def database_url(password: str) -> str:
+    postgres = bicep.module_calls(MAIN)["postgres"]["params"]
+    path = bicep.module_calls(MAIN)["postgres"]["path"]
+    main_scope = scope_of(MAIN)
+    scope = scope_of(
+        path,
+        administratorLogin=evaluate(postgres["administratorLogin"], main_scope),
+        administratorLoginPassword=password,
+        server=ns(properties=ns(fullyQualifiedDomainName="psql-abc.postgres.database.azure.com")),
+        database=ns(name=evaluate(postgres["databaseName"], main_scope)),
+    )
+    return evaluate(parse(path)["resources"]["databaseUrlSecret"]["config"]["properties"]["value"], scope)
+
+
+def test_the_generated_session_secret_always_makes_a_valid_fernet_key() -> None:
+    from chat_client.settings import check_session_key
+    from cryptography.fernet import Fernet
+
+    config = param_generate_config("chatSessionSecret")
+    for _ in range(500):
+        key = derived_session_key(generate_like_azd(config))
+        check_session_key(key)
+        Fernet(key.encode())
+
+
+def test_the_generated_postgres_password_is_strong_and_url_safe() -> None:
+    from urllib.parse import urlsplit
+
+    from chat_client.settings import normalize_database_url
+
+    config = param_generate_config("postgresAdminPassword")
+    for _ in range(200):
+        password = generate_like_azd(config)
+        # Azure's rule: 8 to 128 characters from at least three of upper, lower, digits, symbols.
+        assert 8 <= len(password) <= 128
+        assert sum(any(c in chars for c in password) for chars in (LOWER, UPPER, DIGITS, SYMBOLS)) >= 3
+        url = urlsplit(normalize_database_url(database_url(password)))
+        assert url.password == password and url.port == 5432 and url.path == "/chat"
+
+
+def test_the_generated_gateway_key_is_header_safe() -> None:
+    key = generate_like_azd(param_generate_config("gatewayApiKey"))
+    assert len(key) >= 32 and re.fullmatch(r"[A-Za-z0-9]+", key)
+
+
+def test_no_made_up_names_in_the_apps_namespaces() -> None:
+    """azd environment names (parameters and outputs) stay out of the apps' own GATEWAY_/CHAT_ prefixes."""
+    text = PARAMETERS_FILE.read_text(encoding="utf-8")
+    names = {m.group(1) for m in _AZD_REFERENCE.finditer(text)} | set(parse(MAIN)["outputs"])
+    for name in names:
+        assert not name.startswith(("GATEWAY_", "CHAT_")), f"{name} would read as a setting of an app"
