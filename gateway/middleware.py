@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-import os
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -19,7 +19,8 @@ _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def new_request_id() -> str:
-    return os.urandom(12).hex()
+    # A UUID: llama-cpp-python's server rejects any other X-Request-ID with an empty 400.
+    return uuid.uuid4().hex
 
 
 def _presented_key(request: web.Request) -> str | None:

@@ -15,6 +15,7 @@ sees an aiohttp exception:
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -111,7 +112,9 @@ class UpstreamClient:
         if cached is None:
             cached = self._static_headers[backend.name] = self._auth_headers(backend)
         headers = dict(cached)
-        headers["x-request-id"] = request_id
+        if backend.kind is not BackendKind.LLAMACPP or _is_uuid(request_id):
+            # llama-cpp-python answers a non-UUID X-Request-ID with an empty 400; a client's own id may be anything.
+            headers["x-request-id"] = request_id
         if backend.kind is BackendKind.AZURE and not backend.api_key:
             if self._azure_token is None:
                 raise UpstreamConnectionError(backend, "no Entra ID credential is configured for this backend")
@@ -177,6 +180,14 @@ class UpstreamClient:
                 return response.status, await response.read()
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
             return None, _describe(exc).encode()
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _describe(exc: BaseException) -> str:

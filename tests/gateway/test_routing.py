@@ -278,3 +278,16 @@ async def test_tpm_budget_throttling_spreads_load(upstreams, gateway):
         results = [await chat(client) for _ in range(8)]
     assert all(r.parse().choices[0].message.content for r in results)
     assert any(r.status == 429 for r in a.chat_requests)
+
+
+async def test_request_ids_reaching_llamacpp_backends_are_uuids(upstreams, gateway):
+    a = await upstreams(name="a")
+    gw = await gateway([{"name": "a", "url": a.openai_url, "kind": "llamacpp"}])
+    async with gw.client() as client:
+        generated = await chat(client)
+        await chat(client, extra_headers={"x-request-id": "not-a-uuid"})
+    import uuid
+
+    first, second = a.chat_requests
+    assert uuid.UUID(first.headers["x-request-id"]).hex == generated.headers["x-request-id"]
+    assert "x-request-id" not in second.headers  # llama-cpp-python would answer it with a 400
