@@ -86,7 +86,7 @@ async def test_busy_pinned_backend_with_an_idle_other_moves_the_conversation(ups
 
 
 async def test_identical_concurrent_requests_still_spread(upstreams, gateway):
-    a, b = await upstreams(name="a", latency=0.1), await upstreams(name="b", latency=0.1)
+    a, b = await upstreams(name="a", latency=0.3), await upstreams(name="b", latency=0.3)
     gw = await gateway([llama_like(a, "a"), llama_like(b, "b")])
     same = turns("same question", 1)[0]
     async with gw.client() as client:

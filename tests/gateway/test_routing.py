@@ -260,7 +260,7 @@ async def test_queue_timeout_answers_429(upstreams, gateway):
 
 
 async def test_least_outstanding_never_doubles_up_while_another_idles(upstreams, gateway):
-    a, b = await upstreams(name="a", latency=0.15), await upstreams(name="b", latency=0.15)
+    a, b = await upstreams(name="a", latency=0.5), await upstreams(name="b", latency=0.5)
     gw = await gateway([{"name": n, "url": u.openai_url, "max_concurrency": 4} for n, u in (("a", a), ("b", b))])
     async with gw.client() as client:
         await asyncio.gather(*(chat(client) for _ in range(2)))
