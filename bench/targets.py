@@ -1,0 +1,185 @@
+"""What the load is sent to: a fake upstream directly (the limit), our gateway, and the installed peers.
+
+Each target in front of the fakes is a server this module knows how to start over two upstream URLs. The peers
+live in their own virtual environments under .venv/peers/, so their dependency pins never touch ours; a peer
+that is not installed is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.processes import HOST, Server, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+PEERS = REPO / ".venv" / "peers"
+CHAT_PATH = "/v1/chat/completions"
+MODEL = "fake-model"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # what --only takes and the tables show
+    description: str
+    version: str | None = None
+    unavailable: str | None = None  # why it is skipped, when it is
+
+    def server(self, upstreams: Sequence[str], port: int, workdir: Path) -> Server | None:
+        """The process to start in front of `upstreams` (base URLs without /v1); None when there is none."""
+        return None
+
+
+@dataclass(frozen=True)
+class Direct(Target):
+    pass
+
+
+@dataclass(frozen=True)
+class Gateway(Target):
+    workers: int = 1
+
+    def server(self, upstreams: Sequence[str], port: int, workdir: Path) -> Server:
+        backends = [{"name": f"up{i}", "url": f"{url}/v1"} for i, url in enumerate(upstreams)]
+        return Server(
+            name=self.name,
+            argv=[sys.executable, "-m", "gateway"],
+            port=port,
+            ready_path="/readyz",
+            log_path=workdir / f"{self.name}.log",
+            env={
+                "GATEWAY_HOST": HOST,
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_BACKENDS": json.dumps(backends),
+                "GATEWAY_WORKERS": str(self.workers),
+                # Measured as shipped: one JSON log line per request is part of the product's cost.
+                "GATEWAY_LOG_LEVEL": "info",
+            },
+            # Only what the bench sets: a GATEWAY_CONFIG_FILE or keys in the caller's environment stay out.
+            private_prefix="GATEWAY_",
+            cwd=REPO,
+            start_timeout=60,
+        )
+
+
+@dataclass(frozen=True)
+class SglangRouter(Target):
+    python: Path = PEERS / "sglang" / "bin" / "python"
+
+    def server(self, upstreams: Sequence[str], port: int, workdir: Path) -> Server:
+        return Server(
+            name=self.name,
+            argv=[
+                str(self.python), "-m", "sglang_router.launch_router",
+                "--worker-urls", *upstreams,
+                "--host", HOST, "--port", str(port),
+                # Round robin like the gateway; its default (cache_aware) matches prompt prefixes per request.
+                "--policy", "round_robin",
+                "--log-level", "warn",
+                # Its metrics exporter listens on a fixed port by default, which may be taken.
+                "--prometheus-host", HOST, "--prometheus-port", str(free_port()),
+            ],
+            port=port,
+            ready_path="/readiness",  # 200 once its workers answered their health checks
+            log_path=workdir / f"{self.name}.log",
+            start_timeout=60,
+        )
+
+
+@dataclass(frozen=True)
+class LiteLLM(Target):
+    executable: Path = PEERS / "litellm" / "bin" / "litellm"
+    master_key: str = ""
+
+    def server(self, upstreams: Sequence[str], port: int, workdir: Path) -> Server:
+        config = workdir / f"{self.name}-{port}.yaml"
+        config.write_text(litellm_config(upstreams))
+        return Server(
+            name=self.name,
+            argv=[str(self.executable), "--config", str(config), "--host", HOST, "--port", str(port)],
+            port=port,
+            ready_path="/health/liveliness",
+            log_path=workdir / f"{self.name}.log",
+            env={
+                # It refuses to start without a master key; the bench sends it to every target alike.
+                "LITELLM_MASTER_KEY": self.master_key,
+                "LITELLM_LOG": "ERROR",
+                # Offline: use the model cost map in the package instead of fetching it.
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_TELEMETRY": "False",
+            },
+            cwd=workdir,
+            start_timeout=180,  # it imports a great deal; tens of seconds on two busy cores
+        )
+
+
+def litellm_config(upstreams: Sequence[str]) -> str:
+    """Two deployments of one model group, retried like the gateway (3 attempts)."""
+    deployments = "".join(
+        f"  - model_name: {MODEL}\n"
+        f"    litellm_params:\n"
+        f"      model: openai/{MODEL}\n"
+        f"      api_base: {url}/v1\n"
+        f"      api_key: fake\n"
+        for url in upstreams
+    )
+    return (
+        f"model_list:\n{deployments}"
+        "litellm_settings:\n  telemetry: false\n"
+        "router_settings:\n  routing_strategy: simple-shuffle\n  num_retries: 2\n"
+    )
+
+
+def _package_version(python: Path, package: str) -> tuple[str | None, str | None]:
+    """(version, None) when `package` imports in that interpreter's environment, else (None, why not)."""
+    if not python.exists():
+        return None, f"not installed ({python} is missing)"
+    probe = f"import importlib.metadata as m; print(m.version({package!r}))"
+    try:
+        done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"cannot run {python}: {exc}"
+    if done.returncode != 0:
+        return None, f"{package} is not installed in {python.parent.parent}"
+    return done.stdout.strip(), None
+
+
+def git_revision() -> str:
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+ALL = ("direct", "gateway", "sglang", "litellm")
+
+
+def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list[Target]:
+    """The targets asked for, in a fixed order; peers not installed come back with `unavailable` set."""
+    targets: list[Target] = []
+    for name in ALL:
+        if name not in names:
+            continue
+        if name == "direct":
+            targets.append(Direct(name, "one fake upstream, no proxy (the limit)"))
+        elif name == "gateway":
+            targets.append(Gateway(name, f"this gateway, {workers} worker(s), log level info",
+                                   version=git_revision(), workers=workers))
+        elif name == "sglang":
+            python = PEERS / "sglang" / "bin" / "python"
+            version, why = _package_version(python, "sglang-router")
+            targets.append(SglangRouter(name, "sglang-router (Rust), round_robin, log level warn",
+                                        version=version, unavailable=why, python=python))
+        elif name == "litellm":
+            executable = PEERS / "litellm" / "bin" / "litellm"
+            version, why = _package_version(executable.parent / "python", "litellm")
+            targets.append(LiteLLM(name, "LiteLLM proxy, 1 worker, simple-shuffle, num_retries 2, "
+                                   "LITELLM_LOG=ERROR", version=version, unavailable=why,
+                                   executable=executable, master_key=master_key))
+    return targets

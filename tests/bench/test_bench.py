@@ -1,0 +1,61 @@
+"""The benchmark harness runs end to end in its smallest configuration, and reads wrk's summary right."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.wrk import lua_script, parse_output
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WRK_OUTPUT = """\
+Running 3s test @ http://127.0.0.1:8080/v1/chat/completions
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     9.07ms    4.85ms  50.62ms   78.71%
+    Req/Sec     3.61k     1.62k    6.57k    66.67%
+  Latency Distribution
+     50%  890.00us
+     75%   12.19ms
+     90%   14.65ms
+     99%    1.02s
+  7567 requests in 3.01s, 3.98MB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:   2513.95
+Transfer/sec:      1.32MB
+"""
+
+
+def test_wrk_summary_is_read_with_units() -> None:
+    result = parse_output(WRK_OUTPUT)
+    assert result.latency == pytest.approx({50: 890e-6, 75: 12.19e-3, 90: 14.65e-3, 99: 1.02})
+    assert (result.requests, result.duration, result.requests_per_second) == (7567, 3.01, 2513.95)
+    assert (result.non_2xx, result.socket_errors, result.errors) == (7, 5, 12)
+
+
+def test_lua_script_escapes_quotes_and_backslashes() -> None:
+    script = lua_script(b'{"a":"b\\\\"}', {"Content-Type": "application/json"})
+    assert 'wrk.body = "{\\034a\\034:\\034b\\092\\092\\034}"' in script
+    assert 'wrk.headers["Content-Type"] = "application/json"' in script
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (bootstrap.sh installs it)")
+def test_quick_run_writes_every_table(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "direct,gateway",
+         "--results-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=55,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = (tmp_path / "gateway.md").read_text()
+    for heading in ("## Added latency, concurrency 1", "## Throughput, concurrency 32", "## Streaming",
+                    "## Memory with 100 open streams", "## Throttled upstream", "## Targets (gateway)"):
+        assert heading in report
+    assert "| gateway |" in report and "| direct |" in report
