@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from gateway.settings import BackendConfig, BackendKind
 
@@ -95,7 +96,9 @@ class UpstreamClient:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._health_timeout = aiohttp.ClientTimeout(total=health_timeout)
         self._azure_token = azure_token
-        self._static_headers: dict[str, dict[str, str]] = {}  # per backend, built on first use
+        # Per backend, built on first use: parsing a URL and building headers on every request is measurable.
+        self._static_headers: dict[str, dict[str, str]] = {}
+        self._urls: dict[str, URL] = {}
 
     @staticmethod
     def _auth_headers(backend: BackendConfig) -> dict[str, str]:
@@ -135,10 +138,11 @@ class UpstreamClient:
         that is how a client disconnect frees a llama.cpp slot.
         """
         headers = await self._headers_for(backend, request_id)
+        url = self._urls.get(backend.name)
+        if url is None:
+            url = self._urls[backend.name] = URL(backend.chat_completions_url)
         try:
-            response = await self._session.post(
-                backend.chat_completions_url, data=body, headers=headers, timeout=self._timeout
-            )
+            response = await self._session.post(url, data=body, headers=headers, timeout=self._timeout)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(backend, f"{backend.name} sent no response in time") from exc
         except aiohttp.ClientError as exc:

@@ -7,6 +7,7 @@ parses the SSE line that contains it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -21,12 +22,18 @@ class Usage:
     completion_tokens: int = 0
 
 
+_COUNTS = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
+
+
 def usage_from_body(body: bytes) -> Usage | None:
-    if _MARKER not in body:
+    """Read the two counts after the ``"usage"`` key without parsing the whole answer (it is on the hot path)."""
+    start = body.rfind(_MARKER)
+    if start < 0:
         return None
+    counts = dict(_COUNTS.findall(body, start))
     try:
-        return _usage_from_object(orjson.loads(body))
-    except orjson.JSONDecodeError:
+        return Usage(int(counts[b"prompt_tokens"]), int(counts[b"completion_tokens"]))
+    except KeyError:
         return None
 
 

@@ -53,3 +53,12 @@ def test_bad_requests(raw, fragment):
     with pytest.raises(BadRequest) as caught:
         parse_chat_request(raw)
     assert fragment in caught.value.message
+
+
+def test_usage_with_nested_details_and_odd_spacing():
+    body = (b'{"id":"x","choices":[{"message":{"content":"the word usage appears"}}],'
+            b'"usage": {"prompt_tokens" : 12, "completion_tokens":4, "total_tokens":16,'
+            b'"prompt_tokens_details":{"cached_tokens":8}}}')
+    usage = usage_from_body(body)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (12, 4)
+    assert usage_from_body(b'{"usage": {"total_tokens": 3}}') is None
