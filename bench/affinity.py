@@ -10,7 +10,7 @@ Every conversation opens with a unique nonce, so no setup can profit from the ot
 with llama-cpp-python's RAM prompt cache (``--cache-mb``), which keeps several conversations' KV state per
 backend: affinity is what makes the next turn land where its state is.
 
-    python -m bench.affinity [--chats 4] [--turns 5] [--rounds 2] [--max-tokens 24] [--cache-mb 256]
+    python -m bench.affinity [--chats 8] [--turns 5] [--rounds 2] [--max-tokens 24] [--cache-mb 128] [--think 0.5]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -72,7 +73,9 @@ class Setup:
         return [t for turn, values in self.ttft.items() if turn >= first for t in values]
 
 
-async def one_chat(client: AsyncOpenAI, setup: Setup, turns: int, max_tokens: int) -> None:
+async def one_chat(
+    client: AsyncOpenAI, setup: Setup, turns: int, max_tokens: int, think: float, rng: random.Random
+) -> None:
     nonce = uuid.uuid4().hex[:12]
     messages = [
         {"role": "system", "content": f"Session {nonce}. You answer questions about the document briefly."},
@@ -99,18 +102,25 @@ async def one_chat(client: AsyncOpenAI, setup: Setup, turns: int, max_tokens: in
             setup.ttft.setdefault(turn, []).append(first_token)
         messages.append({"role": "assistant", "content": "".join(pieces) or "…"})
         messages.append({"role": "user", "content": QUESTIONS[turn % len(QUESTIONS)]})
+        # People read the answer and type: turns of different chats do not arrive in lockstep.
+        await asyncio.sleep(rng.uniform(0, think))
 
 
-async def run_round(setup: Setup, chats: int, turns: int, max_tokens: int, timeout: float) -> None:
-    async with AsyncOpenAI(base_url=setup.url, api_key="bench", max_retries=0, timeout=timeout) as client:
-        async with asyncio.timeout(timeout):
-            await asyncio.gather(*(one_chat(client, setup, turns, max_tokens) for _ in range(chats)))
+async def run_round(setup: Setup, args: argparse.Namespace, seed: int, chats: int | None = None,
+                    turns: int | None = None, max_tokens: int | None = None) -> None:
+    rng = random.Random(seed)  # the same think times for both setups in a round
+    chats, turns = chats or args.chats, turns or args.turns
+    async with AsyncOpenAI(base_url=setup.url, api_key="bench", max_retries=0, timeout=args.timeout) as client:
+        async with asyncio.timeout(args.timeout):
+            await asyncio.gather(*(
+                one_chat(client, setup, turns, max_tokens or args.max_tokens, args.think, random.Random(rng.random()))
+                for _ in range(chats)
+            ))
 
 
 async def run(args: argparse.Namespace, log_dir: Path) -> list[Setup]:
     llama = [services.llama_backend(f"llama-{i}", host=HOST, port=free_port(), threads=1) for i in (1, 2)]
-    cache_env = {"LLAMACPP_CACHE": "true", "LLAMACPP_CACHE_SIZE": str(args.cache_mb << 20)} if args.cache_mb else {}
-    llama = [replace(service, env={**service.env, **cache_env}) for service in llama]
+    llama = [replace(service, argv=[*service.argv, "--cache-mb", str(args.cache_mb)]) for service in llama]
     plain = services.gateway(host=HOST, port=free_port(), backends=llama)
     gateways = [
         replace(plain, name="gateway-affinity", env={**plain.env, "GATEWAY_AFFINITY": "on"}),
@@ -127,12 +137,12 @@ async def run(args: argparse.Namespace, log_dir: Path) -> list[Setup]:
             if failures:
                 raise ServerFailed("\n".join(str(f) for f in failures.values()))
         warm = Setup("warm-up", setups[1].url)
-        await run_round(warm, chats=2, turns=1, max_tokens=4, timeout=args.timeout)
+        await run_round(warm, args, seed=0, chats=2, turns=1, max_tokens=4)
         for round_number in range(1, args.rounds + 1):
             # Alternate which goes first, so neither always meets a machine warmed (or tired) by the other.
             order = setups if round_number % 2 else list(reversed(setups))
             for setup in order:
-                await run_round(setup, args.chats, args.turns, args.max_tokens, args.timeout)
+                await run_round(setup, args, seed=round_number)
             print(f"==> round {round_number}/{args.rounds}: " + ", ".join(
                 f"{s.name} median TTFT turn>=3 {statistics.median(s.later_turns()) * 1000:.0f} ms"
                 for s in setups if s.later_turns()), flush=True)
@@ -145,8 +155,9 @@ def report(setups: list[Setup], args: argparse.Namespace) -> str:
         f"# Conversation affinity on llama.cpp — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"{args.chats} concurrent chats × {args.turns} turns × {args.rounds} rounds per setup; 2 llama.cpp backends "
-        f"(SmolLM2-135M Q4_1, 1 thread each, RAM prompt cache {args.cache_mb} MB, max_concurrency 1); "
-        f"max_tokens {args.max_tokens}; CPU: {cpu_model()}.",
+        f"(SmolLM2-135M Q4_1, 1 thread each, RAM prompt cache {args.cache_mb or 'off: only the KV cache of the last request'}"
+        f"{' MB' if args.cache_mb else ''}, max_concurrency 1); "
+        f"max_tokens {args.max_tokens}; think time up to {args.think:g} s between turns; CPU: {cpu_model()}.",
         "",
         "Median time to first token (ms) by turn:",
         "",
@@ -171,13 +182,16 @@ def report(setups: list[Setup], args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.affinity", description=__doc__.splitlines()[0])
-    parser.add_argument("--chats", type=int, default=4, help="concurrent conversations (default: %(default)s)")
+    parser.add_argument("--chats", type=int, default=8, help="concurrent conversations (default: %(default)s)")
     parser.add_argument("--turns", type=int, default=5, help="turns per conversation (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per setup (default: %(default)s)")
     parser.add_argument("--max-tokens", type=int, default=24, help="tokens per answer (default: %(default)s)")
-    parser.add_argument("--cache-mb", type=int, default=256,
+    parser.add_argument("--think", type=float, default=0.5,
+                        help="most seconds a user waits before the next turn, drawn at random (default: %(default)s)")
+    parser.add_argument("--cache-mb", type=int, default=128,
                         help="llama-cpp-python RAM prompt cache per backend, 0 for none (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per round (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="markdown report (default: %(default)s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-affinity-") as log_dir:
         try:
@@ -186,8 +200,8 @@ def main() -> None:
             print(f"bench.affinity: {error}", file=sys.stderr)
             sys.exit(1)
     text = report(setups, args)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text, encoding="utf-8")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text, encoding="utf-8")
     print(text)
     print(json.dumps({s.name: {str(k): v for k, v in s.ttft.items()} for s in setups}), file=sys.stderr)
 

@@ -31,11 +31,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # One thread by default: the stack runs two backends on a two-core machine, one core each.
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default: %(default)s)")
     parser.add_argument("--ctx", type=int, default=2048, help="context size in tokens (default: %(default)s)")
+    # llama.cpp itself keeps only the KV cache of the last request; a RAM cache keeps several conversations'
+    # state, so a chat's next turn (sent here again by the gateway's affinity) skips re-reading its history.
+    parser.add_argument("--cache-mb", type=int, default=128,
+                        help="RAM prompt cache in MB, 0 to disable (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("--threads must be at least 1")
     if args.ctx < 1:
         parser.error("--ctx must be at least 1")
+    if args.cache_mb < 0:
+        parser.error("--cache-mb must be 0 or more")
     return args
 
 
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"llama-cpp-python[server] is not usable ({e}); run scripts/bootstrap.sh")
 
     try:
-        app = server.build_app(model, alias, threads=args.threads, ctx=args.ctx)
+        app = server.build_app(model, alias, threads=args.threads, ctx=args.ctx, cache_mb=args.cache_mb)
     except ValueError as e:  # llama.cpp rejected a file that looked like GGUF
         fail(f"cannot load {model}: {e}")
     print(f"backends.llamacpp: serving {model.name} as {alias!r} with {args.threads} thread(s)", flush=True)

@@ -30,7 +30,7 @@ class _DropProbeLines(logging.Filter):
         return not (len(args) >= 3 and args[2] in PROBE_PATHS)
 
 
-def build_app(model: Path, alias: str, *, threads: int, ctx: int):
+def build_app(model: Path, alias: str, *, threads: int, ctx: int, cache_mb: int = 0):
     """Load the model (blocking, a second or two for SmolLM2) and return the ASGI app serving it.
 
     Raises ValueError when llama.cpp cannot load the file.
@@ -44,6 +44,10 @@ def build_app(model: Path, alias: str, *, threads: int, ctx: int):
         # which makes two backends on one small machine fight over the same cores.
         n_threads=threads,
         n_threads_batch=threads,
+        # Saved after each completion, keyed by its tokens; the longest matching prefix is restored.
+        cache=cache_mb > 0,
+        cache_type="ram",
+        cache_size=cache_mb << 20,
         verbose=False,
     )
     server_settings = ServerSettings(
