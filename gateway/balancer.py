@@ -221,8 +221,11 @@ class Balancer:
     def finish(self, state: BackendState) -> None:
         """A request on ``state`` is over: hand its slot straight to the first waiter that can use it."""
         state.finish_request()
-        if state.skip_reason(self.now()) is not None:
-            return  # cooling down, ejected or unhealthy: nobody should be handed this backend
+        if state.condition(self.now()) is not BackendCondition.HEALTHY:
+            # Cooling down, ejected or unhealthy: nobody is handed this backend, and those queued for it may
+            # now be better off elsewhere, or with a 429 and a Retry-After: let them all look again.
+            self.wake_all()
+            return
         waiter = _first_waiting(self._pinned_waiters[state.name], state.name) or _first_waiting(
             self._waiters, state.name
         )

@@ -291,3 +291,16 @@ async def test_request_ids_reaching_llamacpp_backends_are_uuids(upstreams, gatew
     first, second = a.chat_requests
     assert uuid.UUID(first.headers["x-request-id"]).hex == generated.headers["x-request-id"]
     assert "x-request-id" not in second.headers  # llama-cpp-python would answer it with a 400
+
+
+async def test_queued_requests_learn_at_once_when_every_backend_got_throttled(upstreams, gateway):
+    a = await upstreams(name="a", latency=0.2, default=throttled(30))
+    gw = await gateway([{"name": "a", "url": a.openai_url, "max_concurrency": 1}], queue_timeout=20)
+    async with gw.client() as client:
+        started = asyncio.get_running_loop().time()
+        outcomes = await asyncio.gather(chat(client), chat(client), return_exceptions=True)
+        elapsed = asyncio.get_running_loop().time() - started
+    assert all(isinstance(o, openai.RateLimitError) for o in outcomes)
+    assert {o.response.headers["retry-after"] for o in outcomes} == {"30"}
+    assert elapsed < 5  # the queued one did not sit out its 20 s queue timeout
+    assert a.chat_count == 1
