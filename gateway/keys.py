@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from gateway.azure_auth import EntraTokenProvider
-    from gateway.balancer import Balancer
-    from gateway.clock import Clock
-    from gateway.metrics import GatewayMetrics
-    from gateway.models_catalog import ModelsCatalog
-    from gateway.proxy import ChatProxy
-    from gateway.settings import GatewaySettings
-    from gateway.upstream import UpstreamClient
+if TYPE_CHECKING:  # only for the type names in the keys below (imported for real, these would be cycles)
+    from gateway.azure_auth import EntraTokenProvider  # noqa: F401
+    from gateway.balancer import Balancer  # noqa: F401
+    from gateway.clock import Clock  # noqa: F401
+    from gateway.metrics import GatewayMetrics  # noqa: F401
+    from gateway.models_catalog import ModelsCatalog  # noqa: F401
+    from gateway.proxy import ChatProxy  # noqa: F401
+    from gateway.settings import GatewaySettings  # noqa: F401
+    from gateway.upstream import UpstreamClient  # noqa: F401
 
 SETTINGS = web.AppKey("settings", "GatewaySettings")
 CLOCK = web.AppKey("clock", "Clock")

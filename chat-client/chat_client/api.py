@@ -34,6 +34,7 @@ from chat_client.views import (
     json_body,
     message_id_param,
     message_json,
+    own_chat_with_messages,
 )
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,7 @@ async def create_chat(request: web.Request) -> web.Response:
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    me = await identity(request)
-    store = request.app[keys.store_key]
-    chat_id = chat_id_param(request)
-    chat = await store.get_chat(me.session_id, chat_id)
-    messages = await store.list_messages(me.session_id, chat_id)
-    if chat is None or messages is None:
-        raise not_found()
+    _, chat, messages = await own_chat_with_messages(request)
     return web.json_response({"chat": chat_json(chat), "messages": [message_json(m) for m in messages]})
 
 

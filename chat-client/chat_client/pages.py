@@ -6,10 +6,9 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from chat_client import keys
-from chat_client.errors import not_found
 from chat_client.security import clean_name, identity, set_name
 from chat_client.store import ChatLimitReached
-from chat_client.views import chat_id_param, chat_limit_error, conversation
+from chat_client.views import chat_limit_error, conversation, own_chat_with_messages
 
 
 @aiohttp_jinja2.template("index.html")
@@ -37,19 +36,13 @@ async def create_chat(request: web.Request) -> web.StreamResponse:
 
 @aiohttp_jinja2.template("chat.html")
 async def chat_page(request: web.Request) -> dict[str, object]:
-    me = await identity(request)
-    store = request.app[keys.store_key]
-    chat_id = chat_id_param(request)
-    chat = await store.get_chat(me.session_id, chat_id)
-    messages = await store.list_messages(me.session_id, chat_id)
-    if chat is None or messages is None:
-        raise not_found()
+    me, chat, messages = await own_chat_with_messages(request)
     replies = request.app[keys.replies_key]
     return {
         "me": me,
         "chat": chat,
         "current": chat.id,
-        "chats": await store.list_chats(me.session_id),
-        "rows": conversation(messages, lambda position: replies.in_progress(chat_id, position)),
+        "chats": await request.app[keys.store_key].list_chats(me.session_id),
+        "rows": conversation(messages, lambda position: replies.in_progress(chat.id, position)),
         "max_chars": request.app[keys.settings_key].max_message_chars,
     }

@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from chat_client import keys
 from chat_client.errors import ChatError, not_found
 from chat_client.models import TITLE_MAX, Chat, Message
+from chat_client.security import Identity, identity
 
 
 def iso(moment: datetime) -> str:
@@ -37,6 +39,18 @@ def message_json(message: Message) -> dict[str, object]:
         "complete": message.complete,
         "created_at": iso(message.created_at),
     }
+
+
+async def own_chat_with_messages(request: web.Request) -> tuple[Identity, Chat, list[Message]]:
+    """The chat named in the URL with its messages, if it belongs to this session; else a 404, never data."""
+    me = await identity(request)
+    store = request.app[keys.store_key]
+    chat_id = chat_id_param(request)
+    chat = await store.get_chat(me.session_id, chat_id)
+    messages = await store.list_messages(me.session_id, chat_id)
+    if chat is None or messages is None:
+        raise not_found()
+    return me, chat, messages
 
 
 def chat_id_param(request: web.Request) -> uuid.UUID:
