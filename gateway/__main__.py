@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import multiprocessing
+import multiprocessing.connection
+import signal
 import sys
 
 from aiohttp import web
@@ -70,19 +72,43 @@ def main() -> None:
     if settings.workers == 1:
         serve(settings)
         return
-    # Several processes on one port (SO_REUSEPORT): the kernel spreads connections over them.
+    serve_workers(settings)
+
+
+def serve_workers(settings: GatewaySettings) -> None:
+    """Several processes on one port (SO_REUSEPORT): the kernel spreads connections over them.
+
+    Each worker keeps its own routing state and metrics. SIGTERM/SIGINT to this parent stop every worker (an
+    orchestrator only signals the process it started), and if one worker dies the others are stopped too, so
+    the container restarts whole instead of limping on at reduced capacity.
+    """
     workers = [
         multiprocessing.Process(target=serve, args=(settings, True), name=f"gateway-worker-{i}")
         for i in range(settings.workers)
     ]
+    signalled = False
+
+    def stop_all() -> None:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal signalled
+        signalled = True
+        stop_all()
+
     for worker in workers:
         worker.start()
-    try:
-        for worker in workers:
-            worker.join()
-    except KeyboardInterrupt:
-        for worker in workers:
-            worker.terminate()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    multiprocessing.connection.wait([worker.sentinel for worker in workers])  # a signal, or a worker died
+    stop_all()
+    for worker in workers:
+        worker.join()
+    if not signalled:
+        print("gateway: a worker exited unexpectedly; stopped the others", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

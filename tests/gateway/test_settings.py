@@ -112,3 +112,33 @@ async def test_python_m_gateway_serves_and_logs_json():
 def test_config_error_type_is_raised_in_process():
     with pytest.raises(ConfigError, match="GATEWAY_MAX_ATTEMPTS"):
         load_settings(backends="http://x", max_attempts=-1)
+
+
+async def test_workers_share_one_port_and_stop_together():
+    upstream = FakeUpstream(name="up")
+    async with upstream.serve():
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env |= {"GATEWAY_PORT": str(port), "GATEWAY_WORKERS": "2", "GATEWAY_BACKENDS": upstream.openai_url}
+        process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        try:
+            async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0) as c:
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        for _ in range(6):
+                            await c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+                        break
+                    except openai.APIConnectionError:
+                        if time.monotonic() > deadline:
+                            raise
+                        import asyncio
+
+                        await asyncio.sleep(0.1)
+        finally:
+            process.terminate()
+            out, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
+    starts = [json.loads(line) for line in out.decode().splitlines() if '"gateway_starting"' in line]
+    assert len(starts) == 2  # two workers
