@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-import uuid
+import os
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -19,8 +19,9 @@ _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def new_request_id() -> str:
-    # A UUID: llama-cpp-python's server rejects any other X-Request-ID with an empty 400.
-    return uuid.uuid4().hex
+    # 32 random hex digits: a valid UUID (llama-cpp-python's server answers any other X-Request-ID with an
+    # empty 400), without the uuid module's object overhead on every request.
+    return os.urandom(16).hex()
 
 
 def _presented_key(request: web.Request) -> str | None:

@@ -10,6 +10,7 @@ import json
 import os
 import tomllib
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -66,7 +67,7 @@ class BackendConfig(BaseModel):
             raise ValueError(f"backend {self.name!r}: kind 'azure' needs a 'deployment'")
         return self
 
-    @property
+    @cached_property
     def host(self) -> str:
         return urlsplit(self.url).netloc
 
