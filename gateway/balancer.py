@@ -16,6 +16,7 @@ bounded queue for a free slot; nothing alive at all → 503.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -42,6 +43,7 @@ class Balancer:
         self._waiters: deque[_Waiter] = deque()
         # Requests waiting for one backend in particular (the one holding their conversation).
         self._pinned_waiters: dict[str, deque[_Waiter]] = {s.name: deque() for s in self.states}
+        self._arrivals = itertools.count()  # orders waiters across the queues
         self._least_outstanding = routing is RoutingStrategy.LEAST_OUTSTANDING or (
             routing is RoutingStrategy.AUTO and all(s.max_concurrency is not None for s in self.states)
         )
@@ -170,19 +172,25 @@ class Balancer:
         return state
 
     async def wait_for_slot(
-        self, deadline: float, accepts: frozenset[str], backend: BackendState | None = None
+        self,
+        deadline: float,
+        accepts: frozenset[str],
+        backend: BackendState | None = None,
+        fallback: frozenset[str] = frozenset(),
     ) -> BackendState | bool:
-        """Queue until a slot frees up on one of ``accepts`` (or on ``backend`` only).
+        """Queue until a slot frees up on one of ``accepts`` (or on ``backend``, for a pinned conversation).
 
         Returns the backend whose slot was handed over — already counted as started, so no request arriving
-        meanwhile can take it (no barging: the queue is first come, first served) — or True when something
-        changed and the caller should look again (a backend came back), or False on deadline / a full queue.
+        meanwhile can take it (no barging: first come, first served across all queues) — or True when
+        something changed and the caller should look again (a backend came back), or False on deadline or a
+        full queue. A pinned request also accepts a backend of ``fallback`` that frees up while nobody else
+        wants it: better to move the conversation than to leave a backend idle.
         """
         remaining = deadline - self.now()
         if remaining <= 0 or self.queued >= self._queue_max:
             return False
         queue = self._waiters if backend is None else self._pinned_waiters[backend.name]
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), accepts)
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), accepts, fallback, next(self._arrivals))
         queue.append(waiter)
         delivered = False
         try:
@@ -226,10 +234,23 @@ class Balancer:
             # now be better off elsewhere, or with a 429 and a Retry-After: let them all look again.
             self.wake_all()
             return
-        waiter = _first_waiting(self._pinned_waiters[state.name], state.name) or _first_waiting(
-            self._waiters, state.name
-        )
-        if waiter is not None:
+        pinned = self._pinned_waiters[state.name]
+        choices = [
+            (waiter, queue)
+            for queue in (pinned, self._waiters)
+            if (waiter := _first_accepting(queue, state.name)) is not None
+        ]
+        if not choices:
+            # Nobody wants this backend in particular: rather than let it idle, hand it to the request that
+            # has waited longest for a busier one (its conversation moves here).
+            choices = [
+                (waiter, queue)
+                for name, queue in self._pinned_waiters.items()
+                if name != state.name and (waiter := _first_accepting(queue, state.name, fallback=True)) is not None
+            ]
+        if choices:
+            waiter, queue = min(choices, key=lambda choice: choice[0].arrival)
+            queue.remove(waiter)
             self.start(state)
             waiter.future.set_result(state)
 
@@ -247,17 +268,24 @@ class Balancer:
 
 
 class _Waiter:
-    __slots__ = ("future", "accepts")
+    __slots__ = ("future", "accepts", "fallback", "arrival")
 
-    def __init__(self, future: asyncio.Future[BackendState | bool], accepts: frozenset[str]) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[BackendState | bool],
+        accepts: frozenset[str],
+        fallback: frozenset[str],
+        arrival: int,
+    ) -> None:
         self.future = future
         self.accepts = accepts
+        self.fallback = fallback
+        self.arrival = arrival
 
 
-def _first_waiting(queue: deque[_Waiter], backend: str) -> _Waiter | None:
-    """Remove and return the oldest live waiter that may use ``backend`` (its model, not already tried)."""
+def _first_accepting(queue: deque[_Waiter], backend: str, fallback: bool = False) -> _Waiter | None:
+    """The oldest live waiter in ``queue`` that may use ``backend`` (its model, not already tried)."""
     for waiter in queue:
-        if not waiter.future.done() and backend in waiter.accepts:
-            queue.remove(waiter)
+        if not waiter.future.done() and backend in (waiter.fallback if fallback else waiter.accepts):
             return waiter
     return None

@@ -180,3 +180,31 @@ def test_unhealthy_backend_is_skipped_and_recovers():
     assert not balancer.by_name["a"].record_health(False, "loading model")  # no change
     assert balancer.by_name["a"].record_health(True)
     assert pick_many(balancer, 4) == {"a": 2, "b": 2}
+
+
+async def test_pinned_and_general_waiters_are_served_in_arrival_order():
+    balancer, clock = make({"name": "a", "max_concurrency": 1})
+    a = balancer.by_name["a"]
+    balancer.start(a)
+    deadline = clock.monotonic() + 5
+    general = asyncio.create_task(balancer.wait_for_slot(deadline, frozenset({"a"})))
+    await asyncio.sleep(0)
+    pinned = asyncio.create_task(balancer.wait_for_slot(deadline, frozenset({"a"}), a))
+    await asyncio.sleep(0)
+    balancer.finish(a)
+    assert await general is a  # it came first; a conversation's pin does not jump the queue
+    balancer.finish(a)
+    assert await pinned is a
+
+
+async def test_an_idle_backend_is_given_to_a_request_pinned_to_a_busy_one():
+    balancer, clock = make({"name": "a", "max_concurrency": 1}, {"name": "b", "max_concurrency": 1})
+    a, b = balancer.by_name["a"], balancer.by_name["b"]
+    balancer.start(a)
+    balancer.start(b)
+    deadline = clock.monotonic() + 5
+    for_a = asyncio.create_task(balancer.wait_for_slot(deadline, frozenset({"a"}), a, fallback=frozenset({"a", "b"})))
+    await asyncio.sleep(0)
+    balancer.finish(b)  # nobody waits for b: rather than idle, it takes the request pinned to busy a
+    assert await for_a is b
+    assert a.in_flight == 1 and b.in_flight == 1
