@@ -172,25 +172,20 @@ class Balancer:
         return state
 
     async def wait_for_slot(
-        self,
-        deadline: float,
-        accepts: frozenset[str],
-        backend: BackendState | None = None,
-        fallback: frozenset[str] = frozenset(),
+        self, deadline: float, accepts: frozenset[str], backend: BackendState | None = None
     ) -> BackendState | bool:
         """Queue until a slot frees up on one of ``accepts`` (or on ``backend``, for a pinned conversation).
 
         Returns the backend whose slot was handed over — already counted as started, so no request arriving
         meanwhile can take it (no barging: first come, first served across all queues) — or True when
         something changed and the caller should look again (a backend came back), or False on deadline or a
-        full queue. A pinned request also accepts a backend of ``fallback`` that frees up while nobody else
-        wants it: better to move the conversation than to leave a backend idle.
+        full queue.
         """
         remaining = deadline - self.now()
         if remaining <= 0 or self.queued >= self._queue_max:
             return False
         queue = self._waiters if backend is None else self._pinned_waiters[backend.name]
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), accepts, fallback, next(self._arrivals))
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), accepts, next(self._arrivals))
         queue.append(waiter)
         delivered = False
         try:
@@ -240,14 +235,9 @@ class Balancer:
             for queue in (pinned, self._waiters)
             if (waiter := _first_accepting(queue, state.name)) is not None
         ]
-        if not choices:
-            # Nobody wants this backend in particular: rather than let it idle, hand it to the request that
-            # has waited longest for a busier one (its conversation moves here).
-            choices = [
-                (waiter, queue)
-                for name, queue in self._pinned_waiters.items()
-                if name != state.name and (waiter := _first_accepting(queue, state.name, fallback=True)) is not None
-            ]
+        # Requests pinned to another backend are not handed this one even if it would idle: moving a
+        # conversation means re-reading its whole history (seconds on a CPU), while its own backend frees up
+        # within one answer. Measured (bench.affinity): handing idle backends over tripled turn-3 TTFT.
         if choices:
             waiter, queue = min(choices, key=lambda choice: choice[0].arrival)
             queue.remove(waiter)
@@ -268,24 +258,17 @@ class Balancer:
 
 
 class _Waiter:
-    __slots__ = ("future", "accepts", "fallback", "arrival")
+    __slots__ = ("future", "accepts", "arrival")
 
-    def __init__(
-        self,
-        future: asyncio.Future[BackendState | bool],
-        accepts: frozenset[str],
-        fallback: frozenset[str],
-        arrival: int,
-    ) -> None:
+    def __init__(self, future: asyncio.Future[BackendState | bool], accepts: frozenset[str], arrival: int) -> None:
         self.future = future
         self.accepts = accepts
-        self.fallback = fallback
         self.arrival = arrival
 
 
-def _first_accepting(queue: deque[_Waiter], backend: str, fallback: bool = False) -> _Waiter | None:
+def _first_accepting(queue: deque[_Waiter], backend: str) -> _Waiter | None:
     """The oldest live waiter in ``queue`` that may use ``backend`` (its model, not already tried)."""
     for waiter in queue:
-        if not waiter.future.done() and backend in (waiter.fallback if fallback else waiter.accepts):
+        if not waiter.future.done() and backend in waiter.accepts:
             return waiter
     return None

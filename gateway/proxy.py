@@ -133,12 +133,7 @@ class ChatProxy:
                 pinned = self._balancer.worth_waiting_for(preferred, candidates)
                 if pinned is not None:
                     # Its conversation's cache is there and the others are no less busy: queue for it.
-                    waited = await self._balancer.wait_for_slot(
-                        deadline,
-                        frozenset((pinned.name,)),
-                        pinned,
-                        fallback=frozenset(c.name for c in candidates if c.name not in record.tried),
-                    )
+                    waited = await self._balancer.wait_for_slot(deadline, frozenset((pinned.name,)), pinned)
             if waited is not None:
                 pass
             elif state is not None:
