@@ -38,6 +38,7 @@ def create_app(
         routing=settings.routing,
         queue_timeout=settings.queue_timeout,
         queue_max=settings.queue_max,
+        queue_aging=settings.queue_aging,
         now=clock.monotonic,
     )
     app[keys.BALANCER] = balancer

@@ -121,6 +121,9 @@ class GatewaySettings(BaseSettings):
     eject_max: float = Field(default=300.0, gt=0)
     queue_timeout: float = Field(default=30.0, ge=0, description="seconds to wait for a free slot")
     queue_max: int = Field(default=1000, ge=0)
+    queue_aging: float = Field(
+        default=5.0, ge=0, description="seconds after which a queued request outranks cached conversations"
+    )
 
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=300.0, gt=0, description="max silence between stream chunks")

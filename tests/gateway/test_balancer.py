@@ -182,19 +182,24 @@ def test_unhealthy_backend_is_skipped_and_recovers():
     assert pick_many(balancer, 4) == {"a": 2, "b": 2}
 
 
-async def test_pinned_and_general_waiters_are_served_in_arrival_order():
-    balancer, clock = make({"name": "a", "max_concurrency": 1})
+async def test_cached_conversations_go_first_until_others_have_waited_too_long():
+    balancer, clock = make({"name": "a", "max_concurrency": 1}, queue_aging=5.0)
     a = balancer.by_name["a"]
     balancer.start(a)
-    deadline = clock.monotonic() + 5
+    deadline = clock.monotonic() + 60
     general = asyncio.create_task(balancer.wait_for_slot(deadline, frozenset({"a"})))
     await asyncio.sleep(0)
     pinned = asyncio.create_task(balancer.wait_for_slot(deadline, frozenset({"a"}), a))
     await asyncio.sleep(0)
     balancer.finish(a)
-    assert await general is a  # it came first; a conversation's pin does not jump the queue
+    assert await pinned is a  # its prefix is cached on a: the shortest job goes first
+    later_pinned = asyncio.create_task(balancer.wait_for_slot(deadline, frozenset({"a"}), a))
+    await asyncio.sleep(0)
+    clock.advance(5.01)  # the general request has now waited longer than the aging limit
     balancer.finish(a)
-    assert await pinned is a
+    assert await general is a
+    balancer.finish(a)
+    assert await later_pinned is a
 
 
 async def test_a_request_pinned_to_a_busy_backend_keeps_waiting_for_it():
