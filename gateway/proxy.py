@@ -134,20 +134,8 @@ class ChatProxy:
                 if pinned is not None:
                     # Its conversation's cache is there and the others are no less busy: queue for it.
                     waited = await self._balancer.wait_for_slot(deadline, frozenset((pinned.name,)), pinned)
-            if waited is not None:
-                pass
-            elif state is not None:
-                self._balancer.start(state)
-                waited = state
-            else:
-                untried = [c for c in candidates if c.name not in record.tried]
-                if not untried:
-                    raise self._exhausted(candidates, record)
-                refusal = self._balancer.refusal(untried)
-                if refusal is not None:
-                    raise self._exhausted(candidates, record) if record.attempts else refusal
-                # Every untried backend is healthy but at its max_concurrency: queue for a free slot.
-                waited = await self._balancer.wait_for_slot(deadline, frozenset(s.name for s in untried))
+            if waited is None:
+                waited = await self._take_or_queue(state, candidates, record, deadline)
             if waited is False:
                 raise self._queue_timeout()
             if isinstance(waited, BackendState):
@@ -155,6 +143,22 @@ class ChatProxy:
                 if preferred is not None:
                     record.affinity = "hit" if waited.name == preferred else "moved"
                 return waited
+
+    async def _take_or_queue(
+        self, state: BackendState | None, candidates: list[BackendState], record: RequestRecord, deadline: float
+    ) -> BackendState | bool:
+        """Take the chosen backend's slot, or queue when every untried backend is merely busy."""
+        if state is not None:
+            self._balancer.start(state)
+            return state
+        untried = [c for c in candidates if c.name not in record.tried]
+        if not untried:
+            raise self._exhausted(candidates, record)
+        refusal = self._balancer.refusal(untried)
+        if refusal is not None:
+            raise self._exhausted(candidates, record) if record.attempts else refusal
+        # Every untried backend is healthy but at its max_concurrency: queue for a free slot.
+        return await self._balancer.wait_for_slot(deadline, frozenset(s.name for s in untried))
 
     def _preferred_backend(self, chat: ChatRequest, record: RequestRecord) -> str | None:
         if self.affinity is None or chat.affinity_key is None:
