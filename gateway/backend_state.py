@@ -33,7 +33,7 @@ class BreakerPolicy:
 
 class BackendState:
     __slots__ = (
-        "config", "name", "weight", "max_concurrency", "in_flight", "served", "cooldown_until",
+        "config", "name", "weight", "max_concurrency", "in_flight", "cooldown_until",
         "consecutive_failures", "ejections", "ejected_until", "probe_in_flight", "reachable", "health_detail",
         "current_weight",
     )
@@ -44,7 +44,6 @@ class BackendState:
         self.weight = config.weight
         self.max_concurrency = config.max_concurrency
         self.in_flight = 0
-        self.served = 0
         self.cooldown_until = 0.0
         self.consecutive_failures = 0
         self.ejections = 0
@@ -102,7 +101,6 @@ class BackendState:
         self.in_flight -= 1
 
     def record_success(self) -> None:
-        self.served += 1
         self.consecutive_failures = 0
         self.ejections = 0
         self.probe_in_flight = False

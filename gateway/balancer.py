@@ -122,14 +122,6 @@ class Balancer:
 
     # -- when nothing is eligible ----------------------------------------------------------------------
 
-    def explain(self, candidates: list[BackendState], tried: frozenset[str] | set[str]) -> dict[str, str]:
-        """Why each candidate was skipped: for the routing log line."""
-        now = self.now()
-        return {
-            s.name: ("already tried for this request" if s.name in tried else s.skip_reason(now) or "eligible")
-            for s in candidates
-        }
-
     def refusal(self, candidates: list[BackendState]) -> AllBackendsThrottled | NoBackendAvailable | None:
         """The error to answer with when no candidate is eligible, or None if waiting for a slot may help."""
         now = self.now()

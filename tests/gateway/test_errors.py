@@ -6,7 +6,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.gateway.conftest import CHAT, chat
+from tests.gateway.conftest import chat
 
 
 async def post_raw(gw, data: bytes, headers=None, path="/v1/chat/completions"):

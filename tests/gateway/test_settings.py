@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from contextlib import asynccontextmanager
 
 import openai
 import pytest
@@ -79,31 +81,42 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@asynccontextmanager
+async def gateway_process(env: dict[str, str]):
+    """``python -m gateway`` as a real process on a free port; yields (client, process) once it serves."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")} | env | {"GATEWAY_PORT": str(port)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0) as client:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    await client.models.list()
+                    break
+                except openai.APIConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+            yield client, process
+    finally:
+        process.terminate()
+
+
+HI = [{"role": "user", "content": "hi"}]
+
+
 async def test_python_m_gateway_serves_and_logs_json():
     upstream = FakeUpstream(name="up", reply_text="from a real process")
     async with upstream.serve():
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        env |= {"GATEWAY_PORT": str(port), "GATEWAY_BACKENDS": json.dumps([{"name": "up", "url": upstream.openai_url}])}
-        process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
-        try:
-            async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0) as c:
-                deadline = time.monotonic() + 20
-                while True:
-                    try:
-                        reply = await c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
-                        break
-                    except openai.APIConnectionError:
-                        if time.monotonic() > deadline:
-                            raise
-                        import asyncio
-
-                        await asyncio.sleep(0.1)
-            assert reply.choices[0].message.content == "from a real process"
-        finally:
-            process.terminate()
-            out, err = process.communicate(timeout=10)
+        backends = json.dumps([{"name": "up", "url": upstream.openai_url}])
+        async with gateway_process({"GATEWAY_BACKENDS": backends}) as (client, process):
+            reply = await client.chat.completions.create(model="m", messages=HI)
+        out, err = process.communicate(timeout=10)
+    assert reply.choices[0].message.content == "from a real process"
     events = [json.loads(line)["event"] for line in out.decode().splitlines()]
     assert events[0] == "gateway_starting" and "upstream_attempt" in events and "request" in events
     assert b"Traceback" not in err
@@ -117,28 +130,11 @@ def test_config_error_type_is_raised_in_process():
 async def test_workers_share_one_port_and_stop_together():
     upstream = FakeUpstream(name="up")
     async with upstream.serve():
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        env |= {"GATEWAY_PORT": str(port), "GATEWAY_WORKERS": "2", "GATEWAY_BACKENDS": upstream.openai_url}
-        process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
-        try:
-            async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0) as c:
-                deadline = time.monotonic() + 20
-                while True:
-                    try:
-                        for _ in range(6):
-                            await c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
-                        break
-                    except openai.APIConnectionError:
-                        if time.monotonic() > deadline:
-                            raise
-                        import asyncio
-
-                        await asyncio.sleep(0.1)
-        finally:
-            process.terminate()
-            out, err = process.communicate(timeout=15)
+        env = {"GATEWAY_WORKERS": "2", "GATEWAY_BACKENDS": upstream.openai_url}
+        async with gateway_process(env) as (client, process):
+            for _ in range(6):
+                await client.chat.completions.create(model="m", messages=HI)
+        out, err = process.communicate(timeout=15)
     assert process.returncode == 0, err
     starts = [json.loads(line) for line in out.decode().splitlines() if '"gateway_starting"' in line]
     assert len(starts) == 2  # two workers
