@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from gateway import keys
@@ -15,6 +14,7 @@ from gateway.backend_state import BreakerPolicy
 from gateway.balancer import Balancer
 from gateway.clock import Clock, SystemClock
 from gateway.health import health_checks_ctx
+from gateway.http1 import ConnectionPool
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import make_middleware
 from gateway.models_catalog import ModelsCatalog
@@ -67,19 +67,12 @@ def _azure_credentials_ctx(credential: Any):
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    """One pooled ClientSession for all upstream traffic, alive exactly as long as the app."""
+    """One keep-alive connection pool for all upstream traffic, alive exactly as long as the app."""
     settings = app[keys.SETTINGS]
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
-    session = aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent",),
-        cookie_jar=aiohttp.DummyCookieJar(),  # a proxy must not keep upstream cookies, and it saves work
-    )
-    app[keys.HTTP_SESSION] = session
+    pool = ConnectionPool(connect_timeout=settings.connect_timeout)
+    app[keys.CONNECTION_POOL] = pool
     upstream = UpstreamClient(
-        session,
-        connect_timeout=settings.connect_timeout,
+        pool,
         read_timeout=settings.read_timeout,
         health_timeout=settings.health_timeout,
         azure_token=app[keys.AZURE_TOKEN],
@@ -99,4 +92,4 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         affinity=AffinityTable(settings.affinity_capacity) if settings.affinity_enabled else None,
     )
     yield
-    await session.close()
+    await pool.close()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 
 if TYPE_CHECKING:  # only for the type names in the keys below (imported for real, these would be cycles)
     from gateway.azure_auth import EntraTokenProvider  # noqa: F401
     from gateway.balancer import Balancer  # noqa: F401
     from gateway.clock import Clock  # noqa: F401
+    from gateway.http1 import ConnectionPool  # noqa: F401
     from gateway.metrics import GatewayMetrics  # noqa: F401
     from gateway.models_catalog import ModelsCatalog  # noqa: F401
     from gateway.proxy import ChatProxy  # noqa: F401
@@ -21,7 +21,7 @@ SETTINGS = web.AppKey("settings", "GatewaySettings")
 CLOCK = web.AppKey("clock", "Clock")
 BALANCER = web.AppKey("balancer", "Balancer")
 METRICS = web.AppKey("metrics", "GatewayMetrics")
-HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+CONNECTION_POOL = web.AppKey("connection_pool", "ConnectionPool")
 AZURE_TOKEN = web.AppKey("azure_token", "EntraTokenProvider | None")
 UPSTREAM = web.AppKey("upstream", "UpstreamClient")
 PROXY = web.AppKey("proxy", "ChatProxy")

@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_none
 
@@ -26,6 +25,7 @@ from gateway.chat_request import ChatRequest
 from gateway.clock import Clock
 from gateway.cooldown import cooldown_from_headers
 from gateway.errors import AllBackendsThrottled, GatewayError, UpstreamUnavailable, sse_error_event
+from gateway.http1 import Response
 from gateway.logs import get_logger
 from gateway.metrics import GatewayMetrics
 from gateway.upstream import UpstreamClient, UpstreamError, UpstreamStatusError, forwardable_headers
@@ -235,7 +235,7 @@ class ChatProxy:
         return response
 
     async def _relay_stream(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, state: BackendState, record: RequestRecord
+        self, request: web.Request, upstream: Response, state: BackendState, record: RequestRecord
     ) -> web.StreamResponse:
         chunks = self._upstream.iter_chunks(state.config, upstream)
         try:
@@ -246,7 +246,7 @@ class ChatProxy:
     async def _relay_chunks(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Response,
         chunks: AsyncIterator[bytes],
         state: BackendState,
         record: RequestRecord,

@@ -1,7 +1,7 @@
 """The one seam between routing policy and the network: the only module that calls backends.
 
-Every aiohttp client error is translated here into our own exception tree, so the rest of the gateway never
-sees an aiohttp exception:
+Requests go out over ``gateway.http1``'s keep-alive pool. Every transport error is translated here into our
+own exception tree, so the rest of the gateway never sees a socket or parser exception:
 
     UpstreamError                     (.retryable, .counts_as_failure, .throttled)
     ├── UpstreamConnectionError       could not connect / connection dropped before a response → retry, failure
@@ -14,15 +14,22 @@ sees an aiohttp exception:
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import aiohttp
 from multidict import CIMultiDictProxy
-from yarl import URL
 
+from gateway.http1 import (
+    ConnectionPool,
+    ConnectTimeout,
+    Http1Error,
+    Origin,
+    ReadTimeout,
+    Response,
+    header_value,
+    request_head,
+)
 from gateway.settings import BackendConfig, BackendKind
 
 TokenProvider = Callable[[], Awaitable[str]]
@@ -81,24 +88,22 @@ def forwardable_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
 
 
 class UpstreamClient:
-    """Sends chat completions and health probes to backends over one pooled aiohttp session."""
+    """Sends chat completions and health probes to backends over one keep-alive connection pool."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        pool: ConnectionPool,
         *,
-        connect_timeout: float,
         read_timeout: float,
         health_timeout: float,
         azure_token: TokenProvider | None = None,
     ) -> None:
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
-        self._health_timeout = aiohttp.ClientTimeout(total=health_timeout)
+        self._pool = pool
+        self._read_timeout = read_timeout
+        self._health_timeout = health_timeout
         self._azure_token = azure_token
-        # Per backend, built on first use: parsing a URL and building headers on every request is measurable.
-        self._static_headers: dict[str, dict[str, str]] = {}
-        self._urls: dict[str, URL] = {}
+        # Per backend, built on first use: where it is and the fixed part of every request's header block.
+        self._routes: dict[str, tuple[Origin, bytes]] = {}
 
     @staticmethod
     def _auth_headers(backend: BackendConfig) -> dict[str, str]:
@@ -110,80 +115,90 @@ class UpstreamClient:
                 headers["Authorization"] = f"Bearer {backend.api_key}"
         return headers
 
-    async def _headers_for(self, backend: BackendConfig, request_id: str) -> dict[str, str]:
-        cached = self._static_headers.get(backend.name)
-        if cached is None:
-            cached = self._static_headers[backend.name] = self._auth_headers(backend)
-        headers = dict(cached)
-        if backend.kind is not BackendKind.LLAMACPP or _is_uuid(request_id):
+    def _route(self, backend: BackendConfig) -> tuple[Origin, bytes]:
+        route = self._routes.get(backend.name)
+        if route is None:
+            origin, target = Origin.of(backend.chat_completions_url)
+            route = self._routes[backend.name] = (
+                origin, request_head("POST", target, origin, self._auth_headers(backend))
+            )
+        return route
+
+    async def _variable_headers(self, backend: BackendConfig, request_id: str) -> bytes:
+        headers = b""
+        if (backend.kind is not BackendKind.LLAMACPP or _is_uuid(request_id)) and _is_safe(request_id):
             # llama-cpp-python answers a non-UUID X-Request-ID with an empty 400; a client's own id may be anything.
-            headers["x-request-id"] = request_id
+            headers = b"x-request-id: %s\r\n" % request_id.encode("latin-1")
         if backend.kind is BackendKind.AZURE and not backend.api_key:
             if self._azure_token is None:
                 raise UpstreamConnectionError(backend, "no Entra ID credential is configured for this backend")
             try:
-                headers["Authorization"] = f"Bearer {await self._azure_token()}"
+                token = await self._azure_token()
             except Exception as exc:  # azure-identity raises many types; none may reach the client as a 500
                 raise UpstreamConnectionError(backend, f"could not get an Entra ID token: {exc}") from exc
+            headers += b"Authorization: Bearer %s\r\n" % header_value(token).encode("latin-1")
         return headers
 
     @asynccontextmanager
-    async def chat_completion(
-        self, backend: BackendConfig, body: bytes, request_id: str
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def chat_completion(self, backend: BackendConfig, body: bytes, request_id: str) -> AsyncIterator[Response]:
         """Open a chat completion; yields the response once a 2xx status and headers have arrived.
 
         A non-2xx answer is read whole (error bodies are small) and raised as UpstreamStatusError. The
         response is closed on exit, which aborts the upstream request if the body was not read to the end:
         that is how a client disconnect frees a llama.cpp slot.
         """
-        headers = await self._headers_for(backend, request_id)
-        url = self._urls.get(backend.name)
-        if url is None:
-            url = self._urls[backend.name] = URL(backend.chat_completions_url)
+        origin, head = self._route(backend)
+        head += await self._variable_headers(backend, request_id)
         try:
-            response = await self._session.post(url, data=body, headers=headers, timeout=self._timeout)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(backend, f"{backend.name} sent no response in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectionError(backend, f"{backend.name} unreachable: {_describe(exc)}") from exc
+            response = await self._pool.request(origin, head, body, self._read_timeout)
+        except Http1Error as exc:
+            raise _translate(backend, exc, "sent no response in time", "unreachable") from exc
         try:
             if response.status >= 300:
                 try:
                     error_body = await response.read()
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except Http1Error:
                     error_body = b""
                 raise UpstreamStatusError(backend, response.status, response.headers, error_body)
             yield response
         finally:
             response.close()
 
-    async def read_body(self, backend: BackendConfig, response: aiohttp.ClientResponse) -> bytes:
+    async def read_body(self, backend: BackendConfig, response: Response) -> bytes:
         try:
             return await response.read()
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(backend, f"{backend.name} stalled while sending its answer") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectionError(backend, f"{backend.name} dropped the answer: {_describe(exc)}") from exc
+        except Http1Error as exc:
+            raise _translate(backend, exc, "stalled while sending its answer", "dropped the answer") from exc
 
-    async def iter_chunks(self, backend: BackendConfig, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def iter_chunks(self, backend: BackendConfig, response: Response) -> AsyncIterator[bytes]:
         """The body as the upstream sends it, chunk by chunk, never buffered whole."""
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.iter_chunks():
                 yield chunk
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(backend, f"{backend.name} stalled mid-stream") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectionError(backend, f"{backend.name} broke off mid-stream: {_describe(exc)}") from exc
+        except Http1Error as exc:
+            raise _translate(backend, exc, "stalled mid-stream", "broke off mid-stream") from exc
 
     async def probe(self, url: str, backend: BackendConfig | None = None) -> tuple[int | None, bytes]:
         """GET a health or listing URL: (status, body), or (None, reason) when it could not be reached."""
-        headers = self._auth_headers(backend) if backend is not None and backend.api_key else None
+        headers = self._auth_headers(backend) if backend is not None and backend.api_key else {}
         try:
-            async with self._session.get(url, headers=headers, timeout=self._health_timeout) as response:
-                return response.status, await response.read()
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            return None, _describe(exc).encode()
+            return await self._pool.get(url, headers, self._health_timeout)
+        except TimeoutError:
+            return None, b"timed out"
+        except (Http1Error, ValueError) as exc:
+            return None, str(exc).encode()
+
+
+def _translate(backend: BackendConfig, exc: Http1Error, timed_out: str, broken: str) -> UpstreamError:
+    if isinstance(exc, ReadTimeout):
+        return UpstreamTimeout(backend, f"{backend.name} {timed_out}")
+    if isinstance(exc, ConnectTimeout):
+        return UpstreamTimeout(backend, f"{backend.name} unreachable: {exc}")
+    return UpstreamConnectionError(backend, f"{backend.name} {broken}: {exc}")
+
+
+def _is_safe(text: str) -> bool:
+    return "\r" not in text and "\n" not in text and text.isascii()
 
 
 def _is_uuid(text: str) -> bool:
@@ -192,9 +207,3 @@ def _is_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
