@@ -196,7 +196,8 @@ class ChatProxy:
         backend = state.config
         sent = time.perf_counter()
         try:
-            async with self._upstream.chat_completion(backend, chat.body, record.request_id) as upstream:
+            upstream = await self._upstream.chat_completion(backend, chat.body, record.request_id)
+            try:
                 record.ttfb = time.perf_counter() - sent
                 series.ttfb.observe(record.ttfb)
                 if chat.stream and upstream.content_type == "text/event-stream":
@@ -208,6 +209,8 @@ class ChatProxy:
                         status=upstream.status, body=body, headers=forwardable_headers(upstream.headers)
                     )
                     self._routing_headers(response, state, record)
+            finally:
+                upstream.close()  # back to the pool if read to the end; otherwise the upstream request is aborted
         except UpstreamError as error:
             self._record_failure(state, error, record, sent)
             if error.retryable:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 from multidict import CIMultiDictProxy
 
@@ -139,13 +138,12 @@ class UpstreamClient:
             headers += b"Authorization: Bearer %s\r\n" % header_value(token).encode("latin-1")
         return headers
 
-    @asynccontextmanager
-    async def chat_completion(self, backend: BackendConfig, body: bytes, request_id: str) -> AsyncIterator[Response]:
-        """Open a chat completion; yields the response once a 2xx status and headers have arrived.
+    async def chat_completion(self, backend: BackendConfig, body: bytes, request_id: str) -> Response:
+        """Send a chat completion; returns the response once a 2xx status and headers have arrived.
 
-        A non-2xx answer is read whole (error bodies are small) and raised as UpstreamStatusError. The
-        response is closed on exit, which aborts the upstream request if the body was not read to the end:
-        that is how a client disconnect frees a llama.cpp slot.
+        A non-2xx answer is read whole (error bodies are small) and raised as UpstreamStatusError. The caller
+        must ``close()`` the response: that aborts the upstream request if the body was not read to the end,
+        which is how a client disconnect frees a llama.cpp slot.
         """
         origin, head = self._route(backend)
         head += await self._variable_headers(backend, request_id)
@@ -153,16 +151,15 @@ class UpstreamClient:
             response = await self._pool.request(origin, head, body, self._read_timeout)
         except Http1Error as exc:
             raise _translate(backend, exc, "sent no response in time", "unreachable") from exc
-        try:
-            if response.status >= 300:
-                try:
-                    error_body = await response.read()
-                except Http1Error:
-                    error_body = b""
-                raise UpstreamStatusError(backend, response.status, response.headers, error_body)
-            yield response
-        finally:
-            response.close()
+        if response.status >= 300:
+            try:
+                error_body = await response.read()
+            except Http1Error:
+                error_body = b""
+            finally:
+                response.close()
+            raise UpstreamStatusError(backend, response.status, response.headers, error_body)
+        return response
 
     async def read_body(self, backend: BackendConfig, response: Response) -> bytes:
         try:
