@@ -22,17 +22,57 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 def configure_logging(level: str = "info") -> None:
     structlog.configure(
+        # The chain for events that carry an exception; every other event is rendered by _LeanLogger itself.
         processors=[
             _stamp,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=orjson.dumps, option=orjson.OPT_APPEND_NEWLINE),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        wrapper_class=_lean_logger_class(_LEVELS[level]),
         logger_factory=lambda *args: _lines,
         cache_logger_on_first_use=True,
     )
     # aiohttp's own access log would duplicate our canonical request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _lean_logger_class(min_level: int) -> type[structlog.BoundLoggerBase]:
+    """structlog's bound-logger API, with the common case rendered in one step.
+
+    Two lines per proxied request made structlog's generic path (context copy, processor chain, renderer
+    dispatch) about a tenth of the gateway's CPU under load. An event without an exception is a dict of
+    context, fields, level and timestamp, dumped by orjson: the same line the processor chain would write.
+    Events with ``exc_info`` (``log.exception``) still take the chain, which formats the traceback.
+    """
+
+    def method(name: str, level: int):
+        if level < min_level:
+            def skip(self: structlog.BoundLoggerBase, event: str | None = None, **fields: object) -> None:
+                return None
+            return skip
+
+        def emit(self: structlog.BoundLoggerBase, event: str | None = None, **fields: object) -> None:
+            if "exc_info" in fields:
+                args, kw = self._process_event(name, event, fields)
+                self._logger.msg(*args, **kw)
+                return
+            line = {**self._context, **fields} if self._context else fields
+            line["event"] = event
+            line["level"] = name
+            line["timestamp"] = _timestamps.now()
+            self._logger.msg(orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE))
+
+        return emit
+
+    def exception(self: structlog.BoundLoggerBase, event: str | None = None, **fields: object) -> None:
+        fields.setdefault("exc_info", True)
+        self.error(event, **fields)
+
+    namespace = {name: method(name, level) for name, level in _LEVELS.items()}
+    namespace["critical"] = method("critical", logging.CRITICAL)
+    namespace["exception"] = exception
+    namespace["warn"] = namespace["warning"]
+    return type("LeanBoundLogger", (structlog.BoundLoggerBase,), namespace)
 
 
 class _UtcTimestamps:
