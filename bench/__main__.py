@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--rounds 3] [--duration 3] [--workers 1] [--only direct,gateway,...]`
+"""`python -m bench [--quick] [--rounds 3] [--duration 3] [--workers 2] [--only direct,gateway,...]`
 
 The gateway against a fake upstream called directly (the limit) and its peers, on loopback. Prints one
 markdown table per scenario, and writes them to bench/results/gateway.md with a plot in gateway.png.

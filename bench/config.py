@@ -17,7 +17,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 class RunConfig:
     rounds: int = 3
     duration: int = 3  # seconds of load per target per round (wrk counts whole seconds)
-    workers: int = 1
+    workers: int = 2  # processes of the gateway-mw target
     targets: tuple[str, ...] = ALL_TARGETS
     scenarios: tuple[str, ...] = SCENARIOS
     quick: bool = False
@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rounds over the targets per scenario (default 3)")
     parser.add_argument("--duration", type=_at_least_one,
                         help="seconds of load per target per round (default 3)")
-    parser.add_argument("--workers", type=_at_least_one, default=1,
-                        help="gateway worker processes (default 1)")
+    parser.add_argument("--workers", type=_at_least_one, default=2,
+                        help="worker processes of the gateway-mw target (default 2); the gateway target "
+                        "always runs one")
     parser.add_argument("--only", type=_names(ALL_TARGETS, "--only"), default=ALL_TARGETS,
                         help=f"targets, comma-separated (default: {','.join(ALL_TARGETS)})")
     parser.add_argument("--scenarios", type=_names(SCENARIOS, "--scenarios"), default=SCENARIOS,

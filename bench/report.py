@@ -194,15 +194,20 @@ def verdicts(results: Results) -> list[Verdict]:
         out.append(Verdict(f"added p50 latency at c=1 ≤ {ms(ADDED_P50_LIMIT)}", "not measured", None))
 
     c32 = next((r for r in results.throughput if r.concurrency == 32), None)
-    for peer, factor in (("sglang", SGLANG_FACTOR), ("litellm", LITELLM_FACTOR)):
-        label = f"throughput at c=32 ≥ {factor:g}× {peer}'s"
-        if c32 and {"gateway", peer} <= c32.runs.keys():
-            ratio = c32.rps("gateway") / c32.rps(peer)
-            measured = f"{ratio:.2f}× ({c32.rps('gateway'):,.0f} vs {c32.rps(peer):,.0f} req/s)"
-            out.append(Verdict(label, measured, ratio >= factor))
-        else:
-            why = results.skipped.get(peer, "not in this run")
-            out.append(Verdict(label, f"{peer}: {why.splitlines()[0]}", None))
+    for gateway in ("gateway", "gateway-mw"):
+        for peer, factor in (("sglang", SGLANG_FACTOR), ("litellm", LITELLM_FACTOR)):
+            label = f"throughput at c=32 ≥ {factor:g}× {peer}'s"
+            if gateway != "gateway":
+                if not c32 or gateway not in c32.runs:
+                    continue  # the multi-worker lines only when that target ran
+                label += f" ({gateway})"
+            if c32 and {gateway, peer} <= c32.runs.keys():
+                ratio = c32.rps(gateway) / c32.rps(peer)
+                measured = f"{ratio:.2f}× ({c32.rps(gateway):,.0f} vs {c32.rps(peer):,.0f} req/s)"
+                out.append(Verdict(label, measured, ratio >= factor))
+            else:
+                why = results.skipped.get(peer, "not in this run")
+                out.append(Verdict(label, f"{peer}: {why.splitlines()[0]}", None))
     if c32 and "gateway" in c32.runs:
         errors = c32.errors("gateway")
         out.append(Verdict("zero errors at c=32", f"{errors} errors in {c32.requests('gateway'):,} requests",

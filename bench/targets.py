@@ -157,7 +157,7 @@ def git_revision() -> str:
     return done.stdout.strip() or "unknown"
 
 
-ALL = ("direct", "gateway", "sglang", "litellm")
+ALL = ("direct", "gateway", "gateway-mw", "sglang", "litellm")
 
 
 def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list[Target]:
@@ -169,8 +169,12 @@ def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list
         if name == "direct":
             targets.append(Direct(name, "one fake upstream, no proxy (the limit)"))
         elif name == "gateway":
-            targets.append(Gateway(name, f"this gateway, {workers} worker(s), log level info",
-                                   version=git_revision(), workers=workers))
+            targets.append(Gateway(name, "this gateway as shipped: 1 process, log level info",
+                                   version=git_revision(), workers=1))
+        elif name == "gateway-mw":
+            # GATEWAY_WORKERS processes sharing the port (SO_REUSEPORT); sglang-router uses several threads.
+            targets.append(Gateway(name, f"this gateway, GATEWAY_WORKERS={workers} (one port, SO_REUSEPORT), "
+                                   "log level info", version=git_revision(), workers=workers))
         elif name == "sglang":
             python = PEERS / "sglang" / "bin" / "python"
             version, why = _package_version(python, "sglang-router")
