@@ -67,6 +67,19 @@ class Gateway(Target):
 
 
 @dataclass(frozen=True)
+class AiohttpFloor(Target):
+    def server(self, upstreams: Sequence[str], port: int, workdir: Path) -> Server:
+        return Server(
+            name=self.name,
+            argv=[sys.executable, "-m", "bench.floor", "--host", HOST, "--port", str(port), *upstreams],
+            port=port,
+            ready_path="/ready",
+            log_path=workdir / f"{self.name}.log",
+            cwd=REPO,
+        )
+
+
+@dataclass(frozen=True)
 class SglangRouter(Target):
     python: Path = PEERS / "sglang" / "bin" / "python"
 
@@ -157,7 +170,8 @@ def git_revision() -> str:
     return done.stdout.strip() or "unknown"
 
 
-ALL = ("direct", "gateway", "gateway-mw", "sglang", "litellm")
+ALL = ("direct", "gateway", "gateway-mw", "sglang", "litellm", "aiohttp-floor")
+DEFAULT = ALL[:-1]  # the floor is a yardstick, run when asked for (--only ...,aiohttp-floor)
 
 
 def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list[Target]:
@@ -175,6 +189,9 @@ def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list
             # GATEWAY_WORKERS processes sharing the port (SO_REUSEPORT); sglang-router uses several threads.
             targets.append(Gateway(name, f"this gateway, GATEWAY_WORKERS={workers} (one port, SO_REUSEPORT), "
                                    "log level info", version=git_revision(), workers=workers))
+        elif name == "aiohttp-floor":
+            targets.append(AiohttpFloor(name, "aiohttp server + the gateway's HTTP/1.1 pool, round robin, nothing "
+                                        "else (bench/floor.py): what any aiohttp proxy pays"))
         elif name == "sglang":
             python = PEERS / "sglang" / "bin" / "python"
             version, why = _package_version(python, "sglang-router")
