@@ -74,7 +74,7 @@ def _finish(app: web.Application, record: RequestRecord, path: str, model: str |
         fields["completion_tokens"] = record.usage.completion_tokens
     if record.affinity is not None:
         fields["affinity"] = record.affinity
-        app[keys.METRICS].affinity.labels(record.affinity).inc()
+        app[keys.METRICS].affinity_result(record.affinity)
     if record.skipped:
         fields["skipped"] = record.skipped
     if record.stream_error:
