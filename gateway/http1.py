@@ -204,7 +204,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
-        self.reused = False  # has served a request before: a failure before any answer may be a stale socket
         self.idle_timer: asyncio.TimerHandle | None = None
         # The request in flight
         self._headers_waiter: asyncio.Future[Response] | None = None
@@ -237,7 +236,6 @@ class _Connection(asyncio.Protocol):
         if self.closed or self._paused or not self._keep_alive:
             self.abort()
             return
-        self.reused = True
         self._response = None
         self.pool.put_back(self)
 
