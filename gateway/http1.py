@@ -87,15 +87,23 @@ def request_head(method: str, target: str, origin: Origin, headers: dict[str, st
 
     Built once per backend; per request only the variable headers, Content-Length and the body are added.
     """
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {origin.host_header}"]
-    for name, value in headers.items():
-        lines.append(f"{name}: {header_value(value)}")
-    return ("\r\n".join(lines) + "\r\n").encode("latin-1")
+    head = f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + header_line("Host", origin.host_header)
+    return head + b"".join(header_line(name, value) for name, value in headers.items())
+
+
+def header_line(name: str, value: str) -> bytes:
+    """``name: value`` and its CRLF, ready to join to a head; raises ValueError for an unsafe value."""
+    return f"{name}: {header_value(value)}\r\n".encode("latin-1")
+
+
+def is_safe_header_value(value: str) -> bool:
+    """Whether ``value`` can go into a header without smuggling a header of its own."""
+    return "\r" not in value and "\n" not in value
 
 
 def header_value(value: str) -> str:
-    """A header value that cannot smuggle a header of its own."""
-    if "\r" in value or "\n" in value:
+    """``value``, checked with ``is_safe_header_value``."""
+    if not is_safe_header_value(value):
         raise ValueError("a header value may not contain CR or LF")
     return value
 

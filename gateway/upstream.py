@@ -26,7 +26,8 @@ from gateway.http1 import (
     Origin,
     ReadTimeout,
     Response,
-    header_value,
+    header_line,
+    is_safe_header_value,
     request_head,
 )
 from gateway.settings import BackendConfig, BackendKind
@@ -125,9 +126,10 @@ class UpstreamClient:
 
     async def _variable_headers(self, backend: BackendConfig, request_id: str) -> bytes:
         headers = b""
-        if (backend.kind is not BackendKind.LLAMACPP or _is_uuid(request_id)) and _is_safe(request_id):
+        sendable = request_id.isascii() and is_safe_header_value(request_id)
+        if sendable and (backend.kind is not BackendKind.LLAMACPP or _is_uuid(request_id)):
             # llama-cpp-python answers a non-UUID X-Request-ID with an empty 400; a client's own id may be anything.
-            headers = b"x-request-id: %s\r\n" % request_id.encode("latin-1")
+            headers = header_line("x-request-id", request_id)
         if backend.kind is BackendKind.AZURE and not backend.api_key:
             if self._azure_token is None:
                 raise UpstreamConnectionError(backend, "no Entra ID credential is configured for this backend")
@@ -135,7 +137,7 @@ class UpstreamClient:
                 token = await self._azure_token()
             except Exception as exc:  # azure-identity raises many types; none may reach the client as a 500
                 raise UpstreamConnectionError(backend, f"could not get an Entra ID token: {exc}") from exc
-            headers += b"Authorization: Bearer %s\r\n" % header_value(token).encode("latin-1")
+            headers += header_line("Authorization", f"Bearer {token}")
         return headers
 
     async def chat_completion(self, backend: BackendConfig, body: bytes, request_id: str) -> Response:
@@ -192,10 +194,6 @@ def _translate(backend: BackendConfig, exc: Http1Error, timed_out: str, broken: 
     if isinstance(exc, ConnectTimeout):
         return UpstreamTimeout(backend, f"{backend.name} unreachable: {exc}")
     return UpstreamConnectionError(backend, f"{backend.name} {broken}: {exc}")
-
-
-def _is_safe(text: str) -> bool:
-    return "\r" not in text and "\n" not in text and text.isascii()
 
 
 def _is_uuid(text: str) -> bool:
