@@ -70,7 +70,6 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     """One keep-alive connection pool for all upstream traffic, alive exactly as long as the app."""
     settings = app[keys.SETTINGS]
     pool = ConnectionPool(connect_timeout=settings.connect_timeout)
-    app[keys.CONNECTION_POOL] = pool
     upstream = UpstreamClient(
         pool,
         read_timeout=settings.read_timeout,

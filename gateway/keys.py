@@ -10,7 +10,6 @@ if TYPE_CHECKING:  # only for the type names in the keys below (imported for rea
     from gateway.azure_auth import EntraTokenProvider  # noqa: F401
     from gateway.balancer import Balancer  # noqa: F401
     from gateway.clock import Clock  # noqa: F401
-    from gateway.http1 import ConnectionPool  # noqa: F401
     from gateway.metrics import GatewayMetrics  # noqa: F401
     from gateway.models_catalog import ModelsCatalog  # noqa: F401
     from gateway.proxy import ChatProxy  # noqa: F401
@@ -21,7 +20,6 @@ SETTINGS = web.AppKey("settings", "GatewaySettings")
 CLOCK = web.AppKey("clock", "Clock")
 BALANCER = web.AppKey("balancer", "Balancer")
 METRICS = web.AppKey("metrics", "GatewayMetrics")
-CONNECTION_POOL = web.AppKey("connection_pool", "ConnectionPool")
 AZURE_TOKEN = web.AppKey("azure_token", "EntraTokenProvider | None")
 UPSTREAM = web.AppKey("upstream", "UpstreamClient")
 PROXY = web.AppKey("proxy", "ChatProxy")
