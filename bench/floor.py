@@ -10,12 +10,12 @@ Not a product: a throttled or failing upstream's answer is passed back as it is.
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.__main__ import settle_garbage_collector
 from gateway.http1 import ConnectionPool, Origin, request_head
 
 POOL = web.AppKey("pool", ConnectionPool)
@@ -51,14 +51,12 @@ def make_app(upstreams: list[str]) -> web.Application:
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         app[POOL] = ConnectionPool(connect_timeout=5.0)
-        gc.collect()
-        gc.freeze()  # as the gateway does after start-up
-        gc.set_threshold(20_000, 50, 50)
         yield
         await app[POOL].close()
 
     app = web.Application()
     app.cleanup_ctx.append(pool_ctx)
+    app.on_startup.append(settle_garbage_collector)  # as the gateway does
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/ready", ready)
     return app

@@ -29,7 +29,7 @@ def serve(settings: GatewaySettings, reuse_port: bool = False) -> None:
     configure_logging(settings.log_level)
     _install_uvloop()
     app = create_app(settings)
-    app.on_startup.append(_settle_garbage_collector)
+    app.on_startup.append(settle_garbage_collector)
     get_logger().info(
         "gateway_starting",
         host=settings.host,
@@ -51,7 +51,7 @@ def serve(settings: GatewaySettings, reuse_port: bool = False) -> None:
     )
 
 
-async def _settle_garbage_collector(app: web.Application) -> None:
+async def settle_garbage_collector(app: web.Application) -> None:
     """Everything allocated by start-up lives as long as the process: move it out of the collector's sight.
 
     Each request allocates a few hundred short-lived objects; with the default gen-0 threshold (700) the
