@@ -414,7 +414,8 @@ class ConnectionPool:
             connection.abort()
             return
         self._idle.setdefault(connection.origin, []).append(connection)
-        connection.idle_timer = connection.loop.call_later(self._idle_timeout, self._expire, connection)
+        # Closing it is all expiry takes: abort() has forget() take it off the idle stack.
+        connection.idle_timer = connection.loop.call_later(self._idle_timeout, connection.abort)
 
     def forget(self, connection: _Connection) -> None:
         """A connection that closed: it leaves the pool, wherever it was."""
@@ -447,13 +448,6 @@ class ConnectionPool:
             if not connection.closed and not connection.transport.is_closing():
                 return connection
         return None
-
-    def _expire(self, connection: _Connection) -> None:
-        connection.idle_timer = None
-        idle = self._idle.get(connection.origin)
-        if idle is not None and connection in idle:
-            idle.remove(connection)
-        connection.abort()
 
     async def _connect(self, origin: Origin) -> _Connection:
         if self._closed:
