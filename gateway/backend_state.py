@@ -67,6 +67,19 @@ class BackendState:
             return BackendCondition.COOLING
         return BackendCondition.HEALTHY
 
+    def available(self, now: float) -> bool:
+        """Whether it can take a request now: ``condition`` is healthy and it has a free slot.
+
+        The same rules as ``condition`` and ``has_free_slot`` in one expression, because it is asked for every
+        backend on every request; ``skip_reason`` says why not.
+        """
+        return (
+            self.reachable
+            and now >= self.cooldown_until
+            and not (self.ejections and self.consecutive_failures and (now < self.ejected_until or self.probe_in_flight))
+            and (self.max_concurrency is None or self.in_flight < self.max_concurrency)
+        )
+
     def has_free_slot(self) -> bool:
         return self.max_concurrency is None or self.in_flight < self.max_concurrency
 

@@ -77,10 +77,9 @@ class Balancer:
         for state in candidates:
             if state.name in tried:
                 continue
-            reason = state.skip_reason(now)
-            if reason is not None:
+            if not state.available(now):
                 if skipped is not None:
-                    skipped[state.name] = reason
+                    skipped[state.name] = state.skip_reason(now) or "busy"
                 continue
             priority = state.config.priority
             if best_priority is None or priority < best_priority:
@@ -216,6 +215,10 @@ class Balancer:
     def finish(self, state: BackendState) -> None:
         """A request on ``state`` is over: hand its slot straight to the first waiter that can use it."""
         state.finish_request()
+        if not self._waiters and not self._pinned_waiters[state.name]:
+            # Nobody is queued who could take it (the usual case). Requests pinned to other backends wait for
+            # those alone, so whatever state this one is in now changes nothing for them.
+            return
         if state.condition(self.now()) is not BackendCondition.HEALTHY:
             # Cooling down, ejected or unhealthy: nobody is handed this backend, and those queued for it may
             # now be better off elsewhere, or with a 429 and a Retry-After: let them all look again.

@@ -160,5 +160,10 @@ _lines = _JsonLines()
 atexit.register(_lines.flush)
 
 
+def milliseconds(seconds: float) -> float:
+    """A duration for a log field: milliseconds with two decimals (``round(x, 2)`` costs twice as much)."""
+    return int(seconds * 100_000 + 0.5) / 100
+
+
 def get_logger() -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger("gateway")

@@ -75,8 +75,16 @@ class BackendSeries:
     def attempt(self, outcome: str) -> None:
         self.attempts[outcome] = self.attempts.get(outcome, 0) + 1
 
-    def request(self, status: int) -> None:
+    def answered(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """An attempt that succeeded, with the tokens its backend reported (0, 0 when it reported none)."""
+        self.attempts["ok"] = self.attempts.get("ok", 0) + 1
+        self.prompt_tokens.value += prompt_tokens
+        self.completion_tokens.value += completion_tokens
+
+    def request(self, status: int, seconds: float) -> None:
+        """A client request is over: its final status and how long it took."""
         self.requests[status] = self.requests.get(status, 0) + 1
+        self.duration.observe(seconds)
 
 
 class GatewayMetrics:

@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway import keys
 from gateway.chat_request import parse_chat_request
 from gateway.errors import GatewayError, PayloadTooLarge, error_response
-from gateway.logs import get_logger
+from gateway.logs import get_logger, milliseconds
 from gateway.proxy import RequestRecord
 
 _log = get_logger()
@@ -18,6 +18,14 @@ _log = get_logger()
 
 async def read_body(request: web.Request) -> bytes:
     limit = request.app[keys.SETTINGS].max_body_bytes
+    content = request.content
+    if content.is_eof():
+        # The whole body came in with the headers, as a chat request's usually does: take it in one piece
+        # instead of through request.read()'s read loop (a tenth of the gateway's own work per request).
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        return body
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
     try:
@@ -54,9 +62,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 def _finish(app: web.Application, record: RequestRecord, path: str, model: str | None, stream: bool,
             status: int) -> None:
     duration = time.perf_counter() - record.started
-    series = app[keys.METRICS].for_backend(record.backend or "none")
-    series.request(status)
-    series.duration.observe(duration)
+    app[keys.METRICS].for_backend(record.backend or "none").request(status, duration)
     fields: dict[str, object] = {
         "request_id": record.request_id,
         "path": path,
@@ -65,10 +71,10 @@ def _finish(app: web.Application, record: RequestRecord, path: str, model: str |
         "status": status,
         "backend": record.backend,
         "attempts": record.attempts,
-        "duration_ms": round(duration * 1000, 2),
+        "duration_ms": milliseconds(duration),
     }
     if record.ttfb is not None:
-        fields["ttfb_ms"] = round(record.ttfb * 1000, 2)
+        fields["ttfb_ms"] = milliseconds(record.ttfb)
     if record.usage is not None:
         fields["prompt_tokens"] = record.usage.prompt_tokens
         fields["completion_tokens"] = record.usage.completion_tokens

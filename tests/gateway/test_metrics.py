@@ -42,18 +42,21 @@ def test_counters_by_label() -> None:
     settings = GatewaySettings(backends=[{"name": "a", "url": "http://127.0.0.1:1/v1"}])
     metrics = GatewayMetrics(Balancer(settings.backends, now=time.monotonic))
     series = metrics.for_backend("a")
-    series.request(200)
-    series.request(200)
-    series.request(429)
+    series.request(200, 0.1)
+    series.request(200, 0.2)
+    series.request(429, 0.001)
     series.attempt("throttled")
+    series.answered(7, 3)
     series.retries.inc()
-    series.prompt_tokens.inc(7)
     metrics.affinity_result("hit")
     samples = scrape(metrics)
     assert samples[("gateway_requests_total", (("backend", "a"), ("status", "200")))] == 2
     assert samples[("gateway_requests_total", (("backend", "a"), ("status", "429")))] == 1
     assert samples[("gateway_upstream_attempts_total", (("backend", "a"), ("outcome", "throttled")))] == 1
     assert samples[("gateway_retries_total", (("backend", "a"),))] == 1
+    assert samples[("gateway_upstream_attempts_total", (("backend", "a"), ("outcome", "ok")))] == 1
     assert samples[("gateway_tokens_total", (("backend", "a"), ("type", "prompt")))] == 7
+    assert samples[("gateway_tokens_total", (("backend", "a"), ("type", "completion")))] == 3
+    assert samples[("gateway_request_duration_seconds_count", (("backend", "a"),))] == 3
     assert samples[("gateway_affinity_total", (("result", "hit"),))] == 1
     assert samples[("gateway_backend_state", (("backend", "a"), ("state", "healthy")))] == 1
