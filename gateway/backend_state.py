@@ -33,7 +33,7 @@ class BreakerPolicy:
 
 class BackendState:
     __slots__ = (
-        "config", "name", "weight", "max_concurrency", "in_flight", "cooldown_until",
+        "config", "name", "priority", "weight", "max_concurrency", "in_flight", "cooldown_until",
         "consecutive_failures", "ejections", "ejected_until", "probe_in_flight", "reachable", "health_detail",
         "current_weight",
     )
@@ -41,6 +41,7 @@ class BackendState:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.name = config.name
+        self.priority = config.priority
         self.weight = config.weight
         self.max_concurrency = config.max_concurrency
         self.in_flight = 0

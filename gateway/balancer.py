@@ -48,7 +48,10 @@ class Balancer:
             routing is RoutingStrategy.AUTO and all(s.max_concurrency is not None for s in self.states)
         )
         self._restricted_models = any(s.config.models is not None for s in self.states)
+        # Equal weights make smooth weighted round robin a plain rotation, which costs a third as much.
+        self._equal_weights = len({s.weight for s in self.states}) <= 1
         self._tie_breaker = 0
+        self._turn = 0
 
     # -- choosing --------------------------------------------------------------------------------------
 
@@ -81,7 +84,7 @@ class Balancer:
                 if skipped is not None:
                     skipped[state.name] = state.skip_reason(now) or "busy"
                 continue
-            priority = state.config.priority
+            priority = state.priority
             if best_priority is None or priority < best_priority:
                 best_priority, tier = priority, [state]
             elif priority == best_priority:
@@ -96,6 +99,9 @@ class Balancer:
                     return state
         if self._least_outstanding:
             return self._least_loaded(tier)
+        if self._equal_weights:
+            self._turn += 1
+            return tier[(self._turn - 1) % len(tier)]  # the first backend first, as round robin is expected to
         return self._smooth_weighted_round_robin(tier)
 
     def _least_loaded(self, tier: list[BackendState]) -> BackendState:

@@ -56,6 +56,20 @@ def _check_messages(messages: object) -> None:
         raise BadRequest("'messages' is required.", param="messages", code="missing_required_parameter")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty array of message objects.", param="messages")
+    for message in messages:
+        # One test per message while all is well; _reject_message finds what is wrong and says so.
+        if not (
+            isinstance(message, dict)
+            and message.get("role") in _ROLES
+            and isinstance(message.get("content"), _CONTENT_TYPES)
+        ):
+            _reject_message(messages)
+
+
+_CONTENT_TYPES = (str, list, type(None))
+
+
+def _reject_message(messages: list) -> None:
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise BadRequest(f"'messages[{index}]' must be an object.", param=f"messages[{index}]")
@@ -65,8 +79,7 @@ def _check_messages(messages: object) -> None:
                 f"'messages[{index}].role' must be one of {', '.join(sorted(_ROLES))}; got {role!r}.",
                 param=f"messages[{index}].role",
             )
-        content = message.get("content")
-        if content is not None and not isinstance(content, (str, list)):
+        if not isinstance(message.get("content"), _CONTENT_TYPES):
             raise BadRequest(
                 f"'messages[{index}].content' must be a string or an array of content parts.",
                 param=f"messages[{index}].content",

@@ -27,7 +27,6 @@ from gateway.http1 import (
     ReadTimeout,
     Response,
     header_line,
-    is_safe_header_value,
     request_head,
 )
 from gateway.settings import BackendConfig, BackendKind
@@ -87,6 +86,19 @@ def forwardable_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     return {name: value for name, value in headers.items() if name.lower() not in _NOT_FORWARDED}
 
 
+class _Route:
+    """Per backend, built on first use: where it is, the fixed part of every request's header block, and
+    which per-request headers it takes."""
+
+    __slots__ = ("origin", "head", "uuid_request_ids", "entra")
+
+    def __init__(self, origin: Origin, head: bytes, *, uuid_request_ids: bool, entra: bool) -> None:
+        self.origin = origin
+        self.head = head
+        self.uuid_request_ids = uuid_request_ids  # only a UUID may go as X-Request-ID
+        self.entra = entra  # an Entra ID bearer token goes with every request
+
+
 class UpstreamClient:
     """Sends chat completions and health probes to backends over one keep-alive connection pool."""
 
@@ -102,8 +114,7 @@ class UpstreamClient:
         self._read_timeout = read_timeout
         self._health_timeout = health_timeout
         self._azure_token = azure_token
-        # Per backend, built on first use: where it is and the fixed part of every request's header block.
-        self._routes: dict[str, tuple[Origin, bytes]] = {}
+        self._routes: dict[str, _Route] = {}
 
     @staticmethod
     def _auth_headers(backend: BackendConfig) -> dict[str, str]:
@@ -115,30 +126,27 @@ class UpstreamClient:
                 headers["Authorization"] = f"Bearer {backend.api_key}"
         return headers
 
-    def _route(self, backend: BackendConfig) -> tuple[Origin, bytes]:
+    def _route(self, backend: BackendConfig) -> _Route:
         route = self._routes.get(backend.name)
         if route is None:
             origin, target = Origin.of(backend.chat_completions_url)
-            route = self._routes[backend.name] = (
-                origin, request_head("POST", target, origin, self._auth_headers(backend))
+            route = self._routes[backend.name] = _Route(
+                origin,
+                request_head("POST", target, origin, self._auth_headers(backend)),
+                # llama-cpp-python answers a non-UUID X-Request-ID with an empty 400.
+                uuid_request_ids=backend.kind is BackendKind.LLAMACPP,
+                entra=backend.kind is BackendKind.AZURE and not backend.api_key,
             )
         return route
 
-    async def _variable_headers(self, backend: BackendConfig, request_id: str) -> bytes:
-        headers = b""
-        sendable = request_id.isascii() and is_safe_header_value(request_id)
-        if sendable and (backend.kind is not BackendKind.LLAMACPP or _is_uuid(request_id)):
-            # llama-cpp-python answers a non-UUID X-Request-ID with an empty 400; a client's own id may be anything.
-            headers = header_line("x-request-id", request_id)
-        if backend.kind is BackendKind.AZURE and not backend.api_key:
-            if self._azure_token is None:
-                raise UpstreamConnectionError(backend, "no Entra ID credential is configured for this backend")
-            try:
-                token = await self._azure_token()
-            except Exception as exc:  # azure-identity raises many types; none may reach the client as a 500
-                raise UpstreamConnectionError(backend, f"could not get an Entra ID token: {exc}") from exc
-            headers += header_line("Authorization", f"Bearer {token}")
-        return headers
+    async def _entra_header(self, backend: BackendConfig) -> bytes:
+        if self._azure_token is None:
+            raise UpstreamConnectionError(backend, "no Entra ID credential is configured for this backend")
+        try:
+            token = await self._azure_token()
+        except Exception as exc:  # azure-identity raises many types; none may reach the client as a 500
+            raise UpstreamConnectionError(backend, f"could not get an Entra ID token: {exc}") from exc
+        return header_line("Authorization", f"Bearer {token}")
 
     async def chat_completion(self, backend: BackendConfig, body: bytes, request_id: str) -> Response:
         """Send a chat completion; returns the response once a 2xx status and headers have arrived.
@@ -147,10 +155,18 @@ class UpstreamClient:
         must ``close()`` the response: that aborts the upstream request if the body was not read to the end,
         which is how a client disconnect frees a llama.cpp slot.
         """
-        origin, head = self._route(backend)
-        head += await self._variable_headers(backend, request_id)
+        route = self._route(backend)
+        head = route.head
+        # A client's own request id may be anything: it is passed on only where the backend accepts it.
+        if request_id.isascii() and (not route.uuid_request_ids or _is_uuid(request_id)):
+            try:
+                head += header_line("x-request-id", request_id)
+            except ValueError:
+                pass  # CR or LF in it: it would smuggle a header of its own
+        if route.entra:
+            head += await self._entra_header(backend)
         try:
-            response = await self._pool.request(origin, head, body, self._read_timeout)
+            response = await self._pool.request(route.origin, head, body, self._read_timeout)
         except Http1Error as exc:
             raise _translate(backend, exc, "sent no response in time", "unreachable") from exc
         if response.status >= 300:
