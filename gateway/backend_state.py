@@ -77,7 +77,9 @@ class BackendState:
         return (
             self.reachable
             and now >= self.cooldown_until
-            and not (self.ejections and self.consecutive_failures and (now < self.ejected_until or self.probe_in_flight))
+            and not (
+                self.ejections and self.consecutive_failures and (now < self.ejected_until or self.probe_in_flight)
+            )
             and (self.max_concurrency is None or self.in_flight < self.max_concurrency)
         )
 

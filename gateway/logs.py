@@ -1,4 +1,4 @@
-"""JSON log lines on stdout, one per upstream attempt and one per client request.
+"""JSON log lines on stdout: one per client request, and one per upstream attempt when a request failed over.
 
 structlog renders straight to bytes with orjson (newline included); loggers are cached on first use, and the
 lines of one event-loop turn go out in one write, so a log call on the hot path is a dict build and a list

@@ -1,11 +1,12 @@
 """Routing policy without sockets: the clock is a ManualClock, states are set directly."""
 
 import asyncio
+import itertools
 from collections import Counter
 
 import pytest
 
-from gateway.backend_state import BackendCondition, BreakerPolicy
+from gateway.backend_state import BackendCondition, BackendState, BreakerPolicy
 from gateway.balancer import Balancer
 from gateway.clock import ManualClock
 from gateway.errors import AllBackendsThrottled, ModelNotFound, NoBackendAvailable
@@ -29,6 +30,37 @@ def test_weighted_round_robin_is_smooth_and_exact():
     order = [balancer.choose(candidates, set()).name for _ in range(7)]
     assert Counter(order) == {"a": 5, "b": 1, "c": 1}
     assert order[:2] != ["a", "a"] or order[2] != "a"  # interleaved, not a burst of five
+
+
+def test_equal_weights_take_turns_starting_with_the_first():
+    balancer, _ = make({"name": "a"}, {"name": "b"}, {"name": "c"})
+    candidates = balancer.candidates(None)
+    assert [balancer.choose(candidates, set()).name for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_available_says_what_condition_and_free_slot_say():
+    """The hot path's one-expression check must agree with the rules as written out, in every state."""
+    policy = BreakerPolicy(eject_after_failures=1, eject_base=5.0)
+    config = BackendConfig(name="a", url="http://127.0.0.1:9000/v1", max_concurrency=1)
+    for reachable, cooling, failures, probing, busy, now in itertools.product(
+        (True, False), (False, True), (0, 1, 2), (False, True), (False, True), (0.0, 4.0, 7.0, 30.0)
+    ):
+        state = BackendState(config)
+        for _ in range(failures):
+            state.start_request(0.0)
+            state.record_failure(0.0 if failures == 1 else 6.0, policy)
+            state.finish_request()
+        if probing and state.circuit_open():
+            state.start_request(now)
+            state.finish_request()
+        if cooling:
+            state.record_throttled(0.0, 5.0)
+        if busy:
+            state.start_request(now)
+        state.reachable = reachable
+        expected = state.condition(now) is BackendCondition.HEALTHY and state.has_free_slot()
+        assert state.available(now) is expected, (reachable, cooling, failures, probing, busy, now)
+        assert (state.skip_reason(now) is None) is expected
 
 
 def test_best_priority_tier_wins_until_it_is_unavailable():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import openai
+import orjson
 import pytest
 
 from tests.gateway.conftest import chat
@@ -137,3 +140,27 @@ async def test_no_messages_content_or_keys_in_logs(upstreams, gateway, capfd):
     assert '"event":"request"' in out and '"backend":"a"' in out
     for secret in ("upstream-secret", "inbound-secret", "my very private question", "guess"):
         assert secret not in out
+
+
+async def test_a_body_that_trickles_in_is_read_whole_and_forwarded_as_sent(upstreams, gateway):
+    """Most bodies arrive with their headers and are taken in one piece; this one comes in parts, later."""
+    a = await upstreams(name="a")
+    gw = await gateway([a], max_body_bytes=4096)
+    body = orjson.dumps({"model": "fake-model", "messages": [{"role": "user", "content": "slow " * 100}]})
+
+    async def trickle():
+        for start in range(0, len(body), 100):
+            await asyncio.sleep(0.01)
+            yield body[start:start + 100]
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/v1/chat/completions", data=trickle(),
+                             headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 200
+            assert (await response.json())["choices"][0]["message"]["content"]
+        async with http.post(gw.url + "/v1/chat/completions", data=trickle(),
+                             headers={"Content-Type": "application/json", "Content-Length": str(len(body))}
+                             ) as response:
+            assert response.status == 200
+    assert a.chat_count == 2
+    assert [orjson.dumps(request.json) for request in a.chat_requests] == [body, body]
