@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_none
 
 from gateway.affinity import AffinityTable
@@ -298,7 +298,7 @@ class ChatProxy:
         return response
 
     def _headers(self, upstream_headers: CIMultiDictProxy[str], state: BackendState, record: RequestRecord
-                 ) -> dict[str, str]:
+                 ) -> CIMultiDict[str]:
         """The upstream's end-to-end headers and ours (request id, and who served it), for our answer."""
         headers = forwardable_headers(upstream_headers)
         headers["x-request-id"] = record.request_id

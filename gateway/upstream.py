@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.http1 import (
     ConnectionPool,
@@ -77,13 +77,17 @@ def _has_retry_hint(headers: CIMultiDictProxy[str]) -> bool:
 
 
 # Hop-by-hop and framing headers we must not copy from an upstream answer onto ours.
-_NOT_FORWARDED = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
-)
+_NOT_FORWARDED = ("Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Content-Encoding", "Server",
+                  "Date")
 
 
-def forwardable_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    return {name: value for name, value in headers.items() if name.lower() not in _NOT_FORWARDED}
+def forwardable_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The upstream's end-to-end headers, case-insensitive: a header set on the result replaces the upstream's
+    whatever its spelling (uvicorn-based servers send ``content-type``, we set ``Content-Type``)."""
+    forwarded = CIMultiDict(headers)
+    for name in _NOT_FORWARDED:
+        forwarded.popall(name, None)
+    return forwarded
 
 
 class _Route:

@@ -8,9 +8,26 @@ import time
 import aiohttp
 import openai
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from backends.fake import Reply, throttled_ms
+from gateway.proxy import SSE_HEADERS
+from gateway.upstream import forwardable_headers
 from tests.gateway.conftest import CHAT
+
+
+def test_stream_headers_are_ours_whatever_the_upstream_spelling():
+    """uvicorn-based servers (llama-cpp-python) send lower-case names; ours must replace theirs, not join them."""
+    upstream = CIMultiDictProxy(CIMultiDict([
+        ("content-type", "text/event-stream; charset=utf-8"), ("date", "Sun, 22 Nov 2026 16:00:00 GMT"),
+        ("server", "uvicorn"), ("transfer-encoding", "chunked"), ("x-ratelimit-remaining-requests", "5"),
+    ]))
+    headers = forwardable_headers(upstream)
+    headers.update(SSE_HEADERS)
+    assert headers.getall("Content-Type") == ["text/event-stream"]
+    assert {name.lower() for name in headers} == {
+        "content-type", "cache-control", "x-accel-buffering", "x-ratelimit-remaining-requests"
+    }
 
 
 async def test_stream_passes_chunks_as_they_are_produced(upstreams, gateway):
