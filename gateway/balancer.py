@@ -50,8 +50,7 @@ class Balancer:
         self._restricted_models = any(s.config.models is not None for s in self.states)
         # Equal weights make smooth weighted round robin a plain rotation, which costs a third as much.
         self._equal_weights = len({s.weight for s in self.states}) <= 1
-        self._tie_breaker = 0
-        self._turn = 0
+        self._turn = 0  # rotates ties (least outstanding) or turns (equal weights); a balancer uses one
 
     # -- choosing --------------------------------------------------------------------------------------
 
@@ -107,8 +106,8 @@ class Balancer:
     def _least_loaded(self, tier: list[BackendState]) -> BackendState:
         # Rotate the starting point so that equally loaded backends take turns instead of the first always
         # winning ties (which would leave the second idle at low concurrency).
-        self._tie_breaker += 1
-        offset = self._tie_breaker % len(tier)
+        self._turn += 1
+        offset = self._turn % len(tier)
         rotated = tier[offset:] + tier[:offset]
         return min(rotated, key=self.load)
 

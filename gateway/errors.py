@@ -64,6 +64,10 @@ class PayloadTooLarge(GatewayError):
     error_type = "invalid_request_error"
     code = "request_too_large"
 
+    @classmethod
+    def over(cls, limit: int) -> PayloadTooLarge:
+        return cls(f"The request body is larger than {limit} bytes.")
+
 
 class AllBackendsThrottled(GatewayError):
     status = 429

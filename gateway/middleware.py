@@ -59,7 +59,7 @@ def make_middleware(api_keys: tuple[str, ...]) -> Callable[[web.Request, Handler
             log.info("request", request_id=request_id, method=request.method, path=request.path,
                      status=error.status, error=error.code)
         except web.HTTPRequestEntityTooLarge as exc:
-            response = error_response(PayloadTooLarge(f"The request body is larger than {exc.max_size} bytes."))
+            response = error_response(PayloadTooLarge.over(exc.max_size))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

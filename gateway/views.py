@@ -24,14 +24,14 @@ async def read_body(request: web.Request) -> bytes:
         # instead of through request.read()'s read loop (a tenth of the gateway's own work per request).
         body = content.read_nowait()
         if len(body) > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+            raise PayloadTooLarge.over(limit)
         return body
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        raise PayloadTooLarge.over(limit)
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.") from None
+        raise PayloadTooLarge.over(limit) from None
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
