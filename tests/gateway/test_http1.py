@@ -244,6 +244,60 @@ async def test_read_timeout_counts_from_the_last_byte_received(pool: ConnectionP
         response.close()
 
 
+async def test_a_pooled_connection_enforces_a_shorter_read_timeout_than_its_idle_timeout() -> None:
+    """One timer per connection serves both timeouts; a reused connection must not wait out the idle one."""
+    pool = ConnectionPool(connect_timeout=2.0, idle_timeout=30.0)
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok())
+        await writer.drain()
+        await read_request(reader)
+        await reader.read()  # the second request is never answered
+
+    try:
+        async with scripted(script) as (url, accepted):
+            first = await post(pool, url)
+            await first.read()
+            first.close()  # pooled: its timer is now due in 30 s
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(ReadTimeout):
+                await post(pool, url, read_timeout=0.05)
+            assert asyncio.get_running_loop().time() - started < 5
+            assert len(accepted) == 1  # it was the pooled connection
+    finally:
+        await pool.close()
+
+
+async def test_many_requests_on_one_connection_do_not_start_a_timer_each(pool: ConnectionPool) -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(ok())
+            await writer.drain()
+
+    loop = asyncio.get_running_loop()
+    scheduled = 0
+    call_at = loop.call_at
+
+    def counting_call_at(when, callback, *args, **kwargs):
+        nonlocal scheduled
+        scheduled += 1
+        return call_at(when, callback, *args, **kwargs)
+
+    async with scripted(script) as (url, accepted):
+        loop.call_at = counting_call_at
+        try:
+            for _ in range(50):
+                response = await post(pool, url)
+                assert await response.read() == b"ok"
+                response.close()
+        finally:
+            del loop.call_at
+        assert len(accepted) == 1
+    assert scheduled <= 2
+
+
 async def test_a_malformed_answer_is_an_error(pool: ConnectionPool) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
