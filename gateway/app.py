@@ -1,4 +1,4 @@
-"""Wiring only: settings → application → resources (cleanup_ctx) → routes → middleware."""
+"""Wiring only: settings → application → resources (cleanup_ctx) → guarded routes."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from gateway.azure_auth import EntraTokenProvider, default_credential
 from gateway.backend_state import BreakerPolicy
 from gateway.balancer import Balancer
 from gateway.clock import Clock, SystemClock
+from gateway.guard import Guard
 from gateway.health import health_checks_ctx
 from gateway.http1 import ConnectionPool
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import make_middleware
 from gateway.models_catalog import ModelsCatalog
 from gateway.proxy import ChatProxy
 from gateway.routes import setup_routes
@@ -30,7 +30,7 @@ def create_app(
     """Build the gateway. ``clock`` and ``azure_credential`` are injected by tests."""
     clock = clock or SystemClock()
     # aiohttp enforces the body limit itself while reading; the view turns its error into our 413.
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[make_middleware(settings.api_keys)])
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
     balancer = Balancer(
@@ -47,7 +47,7 @@ def create_app(
     app.cleanup_ctx.append(_azure_credentials_ctx(azure_credential))
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(health_checks_ctx)
-    setup_routes(app)
+    setup_routes(app, Guard(settings.api_keys))
     return app
 
 

@@ -1,19 +1,24 @@
-"""The whole URL table."""
+"""The whole URL table; every handler is registered inside the guard (request id, API key, JSON errors)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from gateway import views
+from gateway.guard import Guard
 
 
-def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", views.chat_completions)
+def setup_routes(app: web.Application, guard: Guard) -> None:
+    router = app.router
+    router.add_post("/v1/chat/completions", guard(views.chat_completions))
     # Azure OpenAI shapes, so AzureOpenAI(azure_endpoint=<gateway>) and OPENAI_HOST=azure_custom apps just work.
-    app.router.add_post("/openai/deployments/{deployment}/chat/completions", views.chat_completions)
-    app.router.add_post("/openai/v1/chat/completions", views.chat_completions)
-    app.router.add_get("/v1/models", views.list_models)
-    app.router.add_get("/openai/models", views.list_models)
-    app.router.add_get("/healthz", views.healthz)
-    app.router.add_get("/readyz", views.readyz)
-    app.router.add_get("/metrics", views.metrics)
+    router.add_post("/openai/deployments/{deployment}/chat/completions", guard(views.chat_completions))
+    router.add_post("/openai/v1/chat/completions", guard(views.chat_completions))
+    router.add_get("/v1/models", guard(views.list_models))
+    router.add_get("/openai/models", guard(views.list_models))
+    # Probes and scrapes stay open so orchestrators and Prometheus need no key.
+    router.add_get("/healthz", guard(views.healthz, open=True))
+    router.add_get("/readyz", guard(views.readyz, open=True))
+    router.add_get("/metrics", guard(views.metrics, open=True))
+    # Last, so it matches only what nothing above does: every other path and method, answered in JSON.
+    router.add_route("*", "/{path:.*}", guard(views.no_route))

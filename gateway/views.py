@@ -114,4 +114,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
-__all__ = ["chat_completions", "list_models", "healthz", "readyz", "metrics"]
+async def no_route(request: web.Request) -> web.Response:
+    """Whatever no other route matched: 405 (with Allow) when the path exists for other methods, else 404."""
+    allowed: set[str] = set()
+    fallback = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not fallback:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+__all__ = ["chat_completions", "list_models", "healthz", "readyz", "metrics", "no_route"]

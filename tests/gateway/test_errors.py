@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import aiohttp
 import openai
 import orjson
 import pytest
 
+from gateway.guard import Guard
 from tests.gateway.conftest import chat
 
 
@@ -108,6 +110,34 @@ async def test_unknown_path_and_wrong_method_are_json(upstreams, gateway):
         async with http.get(gw.url + "/v1/chat/completions") as response:
             assert response.status == 405
             assert "POST" in response.headers["Allow"]
+            assert (await response.json())["error"]["code"] == "http_405"
+        async with http.post(gw.url + "/healthz") as response:
+            assert response.status == 405
+            assert set(response.headers["Allow"].split(",")) >= {"GET", "HEAD"}
+        async with http.delete(gw.url + "/openai/deployments/d1/chat/completions?api-version=2024-10-21") as response:
+            assert response.status == 405
+        async with http.get(gw.url + "/") as response:
+            assert response.status == 404
+            assert response.headers["x-request-id"]
+            assert (await response.json())["error"]["code"] == "http_404"
+    assert a.chat_count == 0
+
+
+async def test_unknown_paths_need_the_key_like_any_other(upstreams, gateway):
+    a = await upstreams(name="a")
+    gw = await gateway([a], api_keys="k1")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gw.url + "/v1/nothing") as response:
+            assert response.status == 401
+        async with http.get(gw.url + "/v1/nothing", headers={"Authorization": "Bearer k1"}) as response:
+            assert response.status == 404
+
+
+def test_request_ids_are_unique_uuids_per_guard():
+    first, second = Guard(()), Guard(())
+    ids = {first.new_request_id() for _ in range(1000)} | {second.new_request_id() for _ in range(1000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 32 and uuid.UUID(i).hex == i for i in ids)
 
 
 async def test_upstream_auth_comes_from_config(upstreams, gateway):
