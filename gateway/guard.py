@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.errors import GatewayError, PayloadTooLarge, Unauthorized, error_body, error_response
-from gateway.logs import get_logger
+from gateway.logs import bound_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -49,7 +49,7 @@ class Guard:
         # Request ids need to be unique, not secret: a generator seeded from os.urandom once, instead of a
         # system call per request.
         self._ids = random.Random()
-        self._log = get_logger()
+        self._log = bound_logger()
 
     def new_request_id(self) -> str:
         # 32 hex digits: a valid UUID (llama-cpp-python's server answers any other X-Request-ID with an

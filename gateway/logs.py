@@ -58,7 +58,8 @@ def _lean_logger_class(min_level: int) -> type[structlog.BoundLoggerBase]:
                 return
             line = {**self._context, **fields} if self._context else fields
             line["event"] = event
-            line = _stamp(None, name, line)
+            line["level"] = name  # what _stamp does, inline: this runs for every line on the hot path
+            line["timestamp"] = _timestamps.now()
             self._logger.msg(orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE))
 
         return emit
@@ -84,12 +85,11 @@ class _UtcTimestamps:
         self._prefix = ""
 
     def now(self) -> str:
-        now = time.time()
-        second = int(now)
+        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
         if second != self._second:
             self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        return "%s%06dZ" % (self._prefix, micro)
 
 
 _timestamps = _UtcTimestamps()
@@ -118,6 +118,9 @@ class _JsonLines:
 
     def msg(self, line: bytes) -> None:
         self._pending.append(line)
+        flush_on = self._flush_on
+        if flush_on is not None and flush_on.is_running():
+            return  # this turn's flush is already scheduled (asking for the running loop costs a system call)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (start-up, shutdown, a script): write at once
@@ -166,4 +169,11 @@ def milliseconds(seconds: float) -> float:
 
 
 def get_logger() -> structlog.typing.FilteringBoundLogger:
+    """A logger that follows ``configure_logging`` whenever it runs (structlog's lazy proxy)."""
     return structlog.get_logger("gateway")
+
+
+def bound_logger() -> structlog.typing.FilteringBoundLogger:
+    """A logger built from the configuration of this moment, for what is created with the app and logs on
+    every request: no lazy proxy between a call and its line (the proxy was a fifth of a log call's cost)."""
+    return structlog.get_logger("gateway").bind()

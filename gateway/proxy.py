@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -27,7 +27,7 @@ from gateway.clock import Clock
 from gateway.cooldown import cooldown_from_headers
 from gateway.errors import AllBackendsThrottled, GatewayError, UpstreamUnavailable, sse_error_event
 from gateway.http1 import Response
-from gateway.logs import get_logger, milliseconds
+from gateway.logs import bound_logger, milliseconds
 from gateway.metrics import GatewayMetrics
 from gateway.upstream import UpstreamClient, UpstreamError, UpstreamStatusError, forwardable_headers
 from gateway.usage import StreamUsageSniffer, Usage, usage_from_body
@@ -48,7 +48,7 @@ class RequestRecord:
     started: float
     attempts: int = 0
     backend: str | None = None
-    tried: set[str] = field(default_factory=set)
+    tried: tuple[str, ...] = ()  # backends in the order they were tried
     skipped: dict[str, str] | None = None
     last_error: UpstreamError | None = None
     ttfb: float | None = None
@@ -89,7 +89,7 @@ class ChatProxy:
         self._breaker = breaker
         self._expose_routing_headers = expose_routing_headers
         self.affinity = affinity
-        self._log = get_logger()
+        self._log = bound_logger()
 
     async def handle(self, request: web.Request, chat: ChatRequest, record: RequestRecord) -> web.StreamResponse:
         candidates = self._balancer.candidates(chat.model)
@@ -140,7 +140,7 @@ class ChatProxy:
             if waited is False:
                 raise self._queue_timeout()
             if isinstance(waited, BackendState):
-                record.tried.add(waited.name)
+                record.tried += (waited.name,)
                 if preferred is not None:
                     record.affinity = "hit" if waited.name == preferred else "moved"
                 return waited
@@ -308,6 +308,36 @@ class ChatProxy:
         return headers
 
     # -- bookkeeping -----------------------------------------------------------------------------------
+
+    def finish(self, record: RequestRecord, path: str, chat: ChatRequest | None, status: int) -> None:
+        """The request is over: count it, and write its canonical log line."""
+        duration = time.perf_counter() - record.started
+        self._metrics.for_backend(record.backend or "none").request(status, duration)
+        fields: dict[str, object] = {
+            "request_id": record.request_id,
+            "path": path,
+            "model": chat.model if chat is not None else None,
+            "stream": chat.stream if chat is not None else False,
+            "status": status,
+            "backend": record.backend,
+            "attempts": record.attempts,
+            "duration_ms": milliseconds(duration),
+        }
+        if record.ttfb is not None:
+            fields["ttfb_ms"] = milliseconds(record.ttfb)
+        if record.usage is not None:
+            fields["prompt_tokens"] = record.usage.prompt_tokens
+            fields["completion_tokens"] = record.usage.completion_tokens
+        if record.affinity is not None:
+            fields["affinity"] = record.affinity
+            self._metrics.affinity_result(record.affinity)
+        if record.skipped:
+            fields["skipped"] = record.skipped
+        if record.stream_error:
+            fields["stream_error"] = record.stream_error
+        if record.attempts > 1 or status >= 400:
+            fields["tried"] = sorted(record.tried)
+        self._log.info("request", **fields)
 
     def _record_failure(self, state: BackendState, error: UpstreamError, record: RequestRecord, sent: float) -> None:
         now = self._clock.monotonic()

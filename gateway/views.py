@@ -10,10 +10,7 @@ from aiohttp import web
 from gateway import keys
 from gateway.chat_request import parse_chat_request
 from gateway.errors import GatewayError, PayloadTooLarge, error_response
-from gateway.logs import get_logger, milliseconds
 from gateway.proxy import RequestRecord
-
-_log = get_logger()
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -35,18 +32,16 @@ async def read_body(request: web.Request) -> bytes:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    record = RequestRecord(request_id=request[keys.REQUEST_ID], started=time.perf_counter())
-    deployment = request.match_info.get("deployment")
+    proxy = request.app[keys.PROXY]
+    record = RequestRecord(request[keys.REQUEST_ID], time.perf_counter())
     status = 499  # nginx's "client closed request", if we are cancelled before answering
-    model = None
-    stream = False
+    chat = None
     try:
-        proxy = app[keys.PROXY]
         chat = parse_chat_request(
-            await read_body(request), deployment=deployment, affinity=proxy.affinity is not None
+            await read_body(request),
+            deployment=request.match_info.get("deployment"),
+            affinity=proxy.affinity is not None,
         )
-        model, stream = chat.model, chat.stream
         response = await proxy.handle(request, chat, record)
         status = 499 if record.client_gone else response.status
         return response
@@ -56,38 +51,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         response.headers["x-request-id"] = record.request_id
         return response
     finally:
-        _finish(app, record, request.path, model, stream, status)
-
-
-def _finish(app: web.Application, record: RequestRecord, path: str, model: str | None, stream: bool,
-            status: int) -> None:
-    duration = time.perf_counter() - record.started
-    app[keys.METRICS].for_backend(record.backend or "none").request(status, duration)
-    fields: dict[str, object] = {
-        "request_id": record.request_id,
-        "path": path,
-        "model": model,
-        "stream": stream,
-        "status": status,
-        "backend": record.backend,
-        "attempts": record.attempts,
-        "duration_ms": milliseconds(duration),
-    }
-    if record.ttfb is not None:
-        fields["ttfb_ms"] = milliseconds(record.ttfb)
-    if record.usage is not None:
-        fields["prompt_tokens"] = record.usage.prompt_tokens
-        fields["completion_tokens"] = record.usage.completion_tokens
-    if record.affinity is not None:
-        fields["affinity"] = record.affinity
-        app[keys.METRICS].affinity_result(record.affinity)
-    if record.skipped:
-        fields["skipped"] = record.skipped
-    if record.stream_error:
-        fields["stream_error"] = record.stream_error
-    if record.attempts > 1 or status >= 400:
-        fields["tried"] = sorted(record.tried)
-    _log.info("request", **fields)
+        proxy.finish(record, request.path, chat, status)
 
 
 async def list_models(request: web.Request) -> web.Response:
