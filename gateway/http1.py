@@ -137,6 +137,10 @@ class Response:
         return value.partition(";")[0].strip().lower()
 
     async def read(self) -> bytes:
+        if self._complete and self._error is None and len(self._chunks) == 1 and not self._connection._paused:
+            # Nearly every answer: it came in one piece, all of it, before we asked.
+            self._buffered = 0
+            return self._chunks.popleft()
         parts: list[bytes] = []
         while True:
             if self._chunks:
@@ -418,11 +422,15 @@ class ConnectionPool:
         connection = self._take_idle(origin)
         if connection is not None:
             try:
-                return await self._send(connection, data, read_timeout)
+                return await connection.send(data, read_timeout)
             except Disconnected:
+                connection.abort()
                 if not connection.failed_before_answer():
                     raise
                 # The server closed this idle connection as we reused it: the request never arrived.
+            except BaseException:  # cancelled or failed with a request in flight: the connection is unusable
+                connection.abort()
+                raise
         return await self._send(await self._connect(origin), data, read_timeout)
 
     async def get(self, url: str, headers: dict[str, str], timeout: float) -> tuple[int, bytes]:

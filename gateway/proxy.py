@@ -129,6 +129,13 @@ class ChatProxy:
             state = self._balancer.choose(candidates, record.tried, skipped, preferred)
             if skipped:
                 record.skipped = skipped
+            if state is not None and (preferred is None or state.name == preferred):
+                # The usual case, decided without queueing: a backend is free (the conversation's, if pinned).
+                self._balancer.start(state)
+                record.tried += (state.name,)
+                if preferred is not None:
+                    record.affinity = "hit"
+                return state
             waited: BackendState | bool | None = None
             if preferred is not None and (state is None or state.name != preferred):
                 pinned = self._balancer.worth_waiting_for(preferred, candidates)

@@ -27,6 +27,7 @@ from gateway.http1 import (
     ReadTimeout,
     Response,
     header_line,
+    is_safe_header_value,
     request_head,
 )
 from gateway.settings import BackendConfig, BackendKind
@@ -162,11 +163,13 @@ class UpstreamClient:
         route = self._route(backend)
         head = route.head
         # A client's own request id may be anything: it is passed on only where the backend accepts it.
-        if request_id.isascii() and (not route.uuid_request_ids or _is_uuid(request_id)):
-            try:
-                head += header_line("x-request-id", request_id)
-            except ValueError:
-                pass  # CR or LF in it: it would smuggle a header of its own
+        # (Not one with CR or LF: it would smuggle a header of its own.)
+        if (
+            request_id.isascii()
+            and is_safe_header_value(request_id)
+            and (not route.uuid_request_ids or _is_uuid(request_id))
+        ):
+            head += b"x-request-id: %s\r\n" % request_id.encode()
         if route.entra:
             head += await self._entra_header(backend)
         try:
