@@ -7,7 +7,6 @@ parses the SSE line that contains it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import orjson
@@ -22,25 +21,31 @@ class Usage:
     completion_tokens: int = 0
 
 
-_COUNTS = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
-
-
 def usage_from_body(body: bytes) -> Usage | None:
-    """Read the two counts after the ``"usage"`` key without parsing the whole answer (it is on the hot path)."""
+    """The counts in the answer's ``usage`` object, parsing only that object when it is flat (it is on the hot
+    path: the whole answer is parsed only when ``usage`` nests details, as newer APIs' does)."""
     start = body.rfind(_MARKER)
     if start < 0:
         return None
-    counts = dict(_COUNTS.findall(body, start))
+    opening = body.find(b"{", start)
+    closing = body.find(b"}", opening)
+    if opening < 0 or closing < 0:
+        return None
     try:
-        return Usage(int(counts[b"prompt_tokens"]), int(counts[b"completion_tokens"]))
-    except KeyError:
+        if body.find(b"{", opening + 1, closing) < 0:
+            return _usage_from_mapping(orjson.loads(body[opening : closing + 1]))
+        return _usage_from_object(orjson.loads(body))
+    except orjson.JSONDecodeError:
         return None
 
 
 def _usage_from_object(payload: object) -> Usage | None:
     if not isinstance(payload, dict):
         return None
-    usage = payload.get("usage")
+    return _usage_from_mapping(payload.get("usage"))
+
+
+def _usage_from_mapping(usage: object) -> Usage | None:
     if not isinstance(usage, dict):
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")

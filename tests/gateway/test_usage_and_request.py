@@ -12,6 +12,19 @@ def test_usage_from_body():
     assert (usage.prompt_tokens, usage.completion_tokens) == (3, 5)
     assert usage_from_body(b'{"id": 1}') is None
     assert usage_from_body(b'{"usage": null}') is None
+    assert usage_from_body(b'{"usage": null, "x": {"prompt_tokens": 1}}') is None  # not the usage object
+
+
+def test_usage_with_nested_details_and_broken_answers():
+    nested = orjson.dumps({
+        "choices": [],
+        "usage": {"prompt_tokens": 30, "prompt_tokens_details": {"cached_tokens": 10}, "completion_tokens": 4},
+    })
+    usage = usage_from_body(nested)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (30, 4)
+    assert usage_from_body(b'{"usage": {"prompt_tokens": 3, "completion_tokens": ') is None  # cut short
+    assert usage_from_body(b'{"usage": {"prompt_tokens": "3", "completion_tokens": 5}}') is None
+    assert usage_from_body(b'{"usage": {"prompt_tokens":3 , "completion_tokens" : 5 }  }').completion_tokens == 5
 
 
 def test_stream_sniffer_finds_usage_split_across_chunks():
