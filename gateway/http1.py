@@ -136,11 +136,17 @@ class Response:
         value = self.headers.get("Content-Type", "")
         return value.partition(";")[0].strip().lower()
 
+    def take_body(self) -> bytes | None:
+        """The whole body if it has all arrived (nearly every non-streamed answer has, by the time its headers
+        are handled); None if some is still to come, for ``read`` to wait for."""
+        if not self._complete or self._error is not None or self._connection._paused:
+            return None
+        body = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
+        self._chunks.clear()
+        self._buffered = 0
+        return body
+
     async def read(self) -> bytes:
-        if self._complete and self._error is None and len(self._chunks) == 1 and not self._connection._paused:
-            # Nearly every answer: it came in one piece, all of it, before we asked.
-            self._buffered = 0
-            return self._chunks.popleft()
         parts: list[bytes] = []
         while True:
             if self._chunks:

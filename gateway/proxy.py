@@ -97,7 +97,7 @@ class ChatProxy:
         # The first attempt runs outside tenacity: building its retry state costs ~50 µs, as much as the rest of
         # our own work per request, and nearly every request succeeds first time. Failover is tenacity's.
         try:
-            state = await self._pick(candidates, chat, record, deadline)
+            state = self._take_free(candidates, chat, record) or await self._pick(candidates, chat, record, deadline)
             return await self._attempt(request, chat, state, record)
         except _RetryableAttempt:
             if self._max_attempts == 1:
@@ -118,6 +118,21 @@ class ChatProxy:
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
     # -- choosing --------------------------------------------------------------------------------------
+
+    def _take_free(self, candidates: list[BackendState], chat: ChatRequest, record: RequestRecord
+                   ) -> BackendState | None:
+        """The first attempt's backend when one is free and nothing needs weighing (no affinity): taken at once,
+        without the coroutine ``_pick`` is. None sends the request down ``_pick``'s whole path."""
+        if self.affinity is not None:
+            return None
+        skipped: dict[str, str] = {}
+        state = self._balancer.choose(candidates, record.tried, skipped)
+        if skipped:
+            record.skipped = skipped
+        if state is not None:
+            self._balancer.start(state)
+            record.tried += (state.name,)
+        return state
 
     async def _pick(
         self, candidates: list[BackendState], chat: ChatRequest, record: RequestRecord, deadline: float
@@ -211,7 +226,9 @@ class ChatProxy:
                 if chat.stream and upstream.content_type == "text/event-stream":
                     response = await self._relay_stream(request, upstream, state, record)
                 else:
-                    body = await self._upstream.read_body(backend, upstream)
+                    body = upstream.take_body()
+                    if body is None:  # not all of it has arrived yet
+                        body = await self._upstream.read_body(backend, upstream)
                     record.usage = usage_from_body(body)
                     response = web.Response(
                         status=upstream.status, body=body, headers=self._headers(upstream.headers, state, record)

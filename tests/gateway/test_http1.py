@@ -97,6 +97,36 @@ async def test_sends_the_head_and_body_and_reads_the_answer(pool: ConnectionPool
     assert b"\r\nContent-Length: 7\r\n\r\n{\"a\":1}" in seen[0]
 
 
+async def test_take_body_gives_a_complete_body_at_once_and_nothing_before(pool: ConnectionPool) -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"3\r\ndef\r\n0\r\n\r\n")  # the rest, in pieces of its own
+        await writer.drain()
+        await read_request(reader)
+        writer.write(ok(b"whole"))
+        await writer.drain()
+        await reader.read()
+
+    async with scripted(script) as (url, accepted):
+        response = await post(pool, url)
+        assert response.take_body() is None  # not all of it yet
+        await asyncio.sleep(0.2)
+        assert response.take_body() == b"abcdef"  # arrived in two pieces, given as one
+        response.close()
+        response = await post(pool, url)
+        for _ in range(50):
+            body = response.take_body()
+            if body is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert body == b"whole"
+        response.close()
+        assert len(accepted) == 1  # a body taken whole leaves the connection reusable
+
+
 async def test_reuses_a_kept_alive_connection(pool: ConnectionPool) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
