@@ -125,13 +125,20 @@ class ChatProxy:
         without the coroutine ``_pick`` is. None sends the request down ``_pick``'s whole path."""
         if self.affinity is not None:
             return None
+        state = self._choose(candidates, record, None)
+        return self._take(state, record) if state is not None else None
+
+    def _choose(self, candidates: list[BackendState], record: RequestRecord, preferred: str | None
+                ) -> BackendState | None:
         skipped: dict[str, str] = {}
-        state = self._balancer.choose(candidates, record.tried, skipped)
+        state = self._balancer.choose(candidates, record.tried, skipped, preferred)
         if skipped:
             record.skipped = skipped
-        if state is not None:
-            self._balancer.start(state)
-            record.tried += (state.name,)
+        return state
+
+    def _take(self, state: BackendState, record: RequestRecord) -> BackendState:
+        self._balancer.start(state)
+        record.tried += (state.name,)
         return state
 
     async def _pick(
@@ -140,17 +147,12 @@ class ChatProxy:
         """The backend for the next attempt, with its slot already taken (``Balancer.start``)."""
         preferred = self._preferred_backend(chat, record)
         while True:
-            skipped: dict[str, str] = {}
-            state = self._balancer.choose(candidates, record.tried, skipped, preferred)
-            if skipped:
-                record.skipped = skipped
+            state = self._choose(candidates, record, preferred)
             if state is not None and (preferred is None or state.name == preferred):
-                # The usual case, decided without queueing: a backend is free (the conversation's, if pinned).
-                self._balancer.start(state)
-                record.tried += (state.name,)
+                # Decided without queueing: a backend is free (the conversation's own, if it has one).
                 if preferred is not None:
                     record.affinity = "hit"
-                return state
+                return self._take(state, record)
             waited: BackendState | bool | None = None
             if preferred is not None and (state is None or state.name != preferred):
                 pinned = self._balancer.worth_waiting_for(preferred, candidates)
