@@ -13,6 +13,7 @@ import atexit
 import logging
 import os
 import time
+from collections.abc import Callable
 
 import orjson
 import structlog
@@ -20,7 +21,12 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+_min_level = logging.DEBUG  # as configured; read by event_writer when it is called
+
+
 def configure_logging(level: str = "info") -> None:
+    global _min_level
+    _min_level = _LEVELS[level]
     structlog.configure(
         # The chain for events that carry an exception; every other event is rendered by _LeanLogger itself.
         processors=[
@@ -56,11 +62,7 @@ def _lean_logger_class(min_level: int) -> type[structlog.BoundLoggerBase]:
                 args, kw = self._process_event(name, event, fields)
                 self._logger.msg(*args, **kw)
                 return
-            line = {**self._context, **fields} if self._context else fields
-            line["event"] = event
-            line["level"] = name  # what _stamp does, inline: this runs for every line on the hot path
-            line["timestamp"] = _timestamps.now()
-            self._logger.msg(orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE))
+            self._logger.msg(_render({**self._context, **fields} if self._context else fields, event, name))
 
         return emit
 
@@ -93,6 +95,14 @@ class _UtcTimestamps:
 
 
 _timestamps = _UtcTimestamps()
+
+
+def _render(line: dict, event: str | None, level: str) -> bytes:
+    """One JSON line: the fields, the event, the level and the time (what _stamp does, in one step)."""
+    line["event"] = event
+    line["level"] = level
+    line["timestamp"] = _timestamps.now()
+    return orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _stamp(logger: object, method_name: str, event_dict: dict) -> dict:
@@ -171,6 +181,24 @@ def milliseconds(seconds: float) -> float:
 def get_logger() -> structlog.typing.FilteringBoundLogger:
     """A logger that follows ``configure_logging`` whenever it runs (structlog's lazy proxy)."""
     return structlog.get_logger("gateway")
+
+
+def event_writer(event: str, level: str = "info") -> Callable[[dict], None]:
+    """``write(fields)`` for the one line written for every request: the same line as
+    ``get_logger().info(event, **fields)``, without building keyword arguments and passing through the bound
+    logger (two fifths of the line's cost). ``fields`` becomes the line. Bound to the configured level when
+    called, as ``bound_logger`` is: create it with the app."""
+    if _LEVELS[level] < _min_level:
+        return _write_nothing
+
+    def write(fields: dict) -> None:
+        _lines.msg(_render(fields, event, level))
+
+    return write
+
+
+def _write_nothing(fields: dict) -> None:
+    return None
 
 
 def bound_logger() -> structlog.typing.FilteringBoundLogger:

@@ -27,7 +27,7 @@ from gateway.clock import Clock
 from gateway.cooldown import cooldown_from_headers
 from gateway.errors import AllBackendsThrottled, GatewayError, UpstreamUnavailable, sse_error_event
 from gateway.http1 import Response
-from gateway.logs import bound_logger, milliseconds
+from gateway.logs import bound_logger, event_writer, milliseconds
 from gateway.metrics import GatewayMetrics
 from gateway.upstream import UpstreamClient, UpstreamError, UpstreamStatusError, forwardable_headers
 from gateway.usage import StreamUsageSniffer, Usage, usage_from_body
@@ -90,6 +90,7 @@ class ChatProxy:
         self._expose_routing_headers = expose_routing_headers
         self.affinity = affinity
         self._log = bound_logger()
+        self._write_request_line = event_writer("request")
 
     async def handle(self, request: web.Request, chat: ChatRequest, record: RequestRecord) -> web.StreamResponse:
         candidates = self._balancer.candidates(chat.model)
@@ -348,7 +349,7 @@ class ChatProxy:
             "backend": record.backend,
             "attempts": record.attempts,
             "duration_ms": milliseconds(duration),
-        }
+        }  # the canonical line, in this order; what is known only sometimes follows
         if record.ttfb is not None:
             fields["ttfb_ms"] = milliseconds(record.ttfb)
         if record.usage is not None:
@@ -363,7 +364,7 @@ class ChatProxy:
             fields["stream_error"] = record.stream_error
         if record.attempts > 1 or status >= 400:
             fields["tried"] = sorted(record.tried)
-        self._log.info("request", **fields)
+        self._write_request_line(fields)
 
     def _record_failure(self, state: BackendState, error: UpstreamError, record: RequestRecord, sent: float) -> None:
         now = self._clock.monotonic()

@@ -30,6 +30,21 @@ def test_a_line_carries_event_level_timestamp_context_and_fields(capfd) -> None:
     assert line["timestamp"].endswith("Z") and len(line["timestamp"]) == len("2026-01-01T00:00:00.000000Z")
 
 
+def test_an_event_writer_writes_the_line_the_logger_would(capfd) -> None:
+    configure_logging("info")
+    get_logger().info("request", status=200, backend="a", duration_ms=1.25)
+    logs.event_writer("request")({"status": 200, "backend": "a", "duration_ms": 1.25})
+    logged, written = lines(capfd.readouterr().out)
+    assert logged.keys() == written.keys()
+    assert {k: v for k, v in logged.items() if k != "timestamp"} == {
+        k: v for k, v in written.items() if k != "timestamp"
+    }
+    configure_logging("warning")
+    logs.event_writer("request")({"status": 200})  # below the level: nothing
+    logs.event_writer("upstream_attempt", "warning")({"status": 429})
+    assert [line["event"] for line in lines(capfd.readouterr().out)] == ["upstream_attempt"]
+
+
 def test_events_below_the_level_are_dropped(capfd) -> None:
     configure_logging("warning")
     log = get_logger()
