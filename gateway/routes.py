@@ -7,6 +7,9 @@ from aiohttp import web
 from gateway import views
 from gateway.guard import Guard
 
+# The catch-all's name: whatever resolves to it is a path the gateway does not serve.
+NO_ROUTE = "no_route"
+
 
 def setup_routes(app: web.Application, guard: Guard) -> None:
     router = app.router
@@ -21,4 +24,4 @@ def setup_routes(app: web.Application, guard: Guard) -> None:
     router.add_get("/readyz", guard(views.readyz, open=True))
     router.add_get("/metrics", guard(views.metrics, open=True))
     # Last, so it matches only what nothing above does: every other path and method, answered in JSON.
-    router.add_route("*", "/{path:.*}", guard(views.no_route))
+    router.add_route("*", "/{path:.*}", guard(views.no_route), name=NO_ROUTE)
