@@ -1,4 +1,5 @@
-"""What every handler runs inside: request id, inbound API key, and rendering of every error the gateway raises.
+"""What every handler runs inside: request id, inbound API key, and rendering of every error the gateway
+raises.
 
 A wrapper put around each handler when the routes are registered, not an aiohttp middleware: with any
 middleware at all aiohttp runs two layers per request (ours, and its own that tracks the current app, both
@@ -58,9 +59,9 @@ class Guard:
         # empty 400).
         return "%s%016x" % (self._id_prefix, next(self._id_counter))
 
-    def __call__(self, handler: Handler, *, open: bool = False) -> Handler:
-        """``open``: no key needed (probes and scrapes, so orchestrators and Prometheus need none)."""
-        accepted = () if open else self._accepted
+    def __call__(self, handler: Handler, *, public: bool = False) -> Handler:
+        """``public``: no key needed (probes and scrapes, so orchestrators and Prometheus need none)."""
+        accepted = () if public else self._accepted
         log = self._log
 
         async def guarded(request: web.Request) -> web.StreamResponse:

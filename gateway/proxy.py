@@ -98,7 +98,9 @@ class ChatProxy:
         # The first attempt runs outside tenacity: building its retry state costs ~50 µs, as much as the rest of
         # our own work per request, and nearly every request succeeds first time. Failover is tenacity's.
         try:
-            state = self._take_free(candidates, chat, record) or await self._pick(candidates, chat, record, deadline)
+            state = self._take_free(candidates, chat, record)
+            if state is None:
+                state = await self._pick(candidates, chat, record, deadline)
             return await self._attempt(request, chat, state, record)
         except _RetryableAttempt:
             if self._max_attempts == 1:
@@ -122,8 +124,8 @@ class ChatProxy:
 
     def _take_free(self, candidates: list[BackendState], chat: ChatRequest, record: RequestRecord
                    ) -> BackendState | None:
-        """The first attempt's backend when one is free and nothing needs weighing (no affinity): taken at once,
-        without the coroutine ``_pick`` is. None sends the request down ``_pick``'s whole path."""
+        """The first attempt's backend when one is free and nothing needs weighing (no affinity): taken at
+        once, without the coroutine ``_pick`` is. None sends the request down ``_pick``'s whole path."""
         if self.affinity is not None:
             return None
         state = self._choose(candidates, record, None)

@@ -20,8 +20,8 @@ def setup_routes(app: web.Application, guard: Guard) -> None:
     router.add_get("/v1/models", guard(views.list_models))
     router.add_get("/openai/models", guard(views.list_models))
     # Probes and scrapes stay open so orchestrators and Prometheus need no key.
-    router.add_get("/healthz", guard(views.healthz, open=True))
-    router.add_get("/readyz", guard(views.readyz, open=True))
-    router.add_get("/metrics", guard(views.metrics, open=True))
+    router.add_get("/healthz", guard(views.healthz, public=True))
+    router.add_get("/readyz", guard(views.readyz, public=True))
+    router.add_get("/metrics", guard(views.metrics, public=True))
     # Last, so it matches only what nothing above does: every other path and method, answered in JSON.
     router.add_route("*", "/{path:.*}", guard(views.no_route), name=NO_ROUTE)

@@ -18,13 +18,16 @@ def test_usage_from_body():
 def test_usage_with_nested_details_and_broken_answers():
     nested = orjson.dumps({
         "choices": [],
-        "usage": {"prompt_tokens": 30, "prompt_tokens_details": {"cached_tokens": 10}, "completion_tokens": 4},
+        "usage": {
+            "prompt_tokens": 30, "prompt_tokens_details": {"cached_tokens": 10}, "completion_tokens": 4,
+        },
     })
     usage = usage_from_body(nested)
     assert (usage.prompt_tokens, usage.completion_tokens) == (30, 4)
     assert usage_from_body(b'{"usage": {"prompt_tokens": 3, "completion_tokens": ') is None  # cut short
     assert usage_from_body(b'{"usage": {"prompt_tokens": "3", "completion_tokens": 5}}') is None
-    assert usage_from_body(b'{"usage": {"prompt_tokens":3 , "completion_tokens" : 5 }  }').completion_tokens == 5
+    spaced = usage_from_body(b'{"usage": {"prompt_tokens":3 , "completion_tokens" : 5 }  }')
+    assert spaced.completion_tokens == 5
 
 
 def test_stream_sniffer_finds_usage_split_across_chunks():
