@@ -7,7 +7,10 @@ from pathlib import Path
 from bench.report import MB, RSS_LIMIT
 from bench.scenarios import Results
 
-COLORS = {"direct": "#7f7f7f", "gateway": "#1f77b4", "gateway-mw": "#17becf", "sglang": "#ff7f0e", "aiohttp-floor": "#bcbd22", "litellm": "#2ca02c"}
+COLORS = {
+    "direct": "#7f7f7f", "gateway": "#1f77b4", "gateway-mw": "#17becf", "gateway-quiet": "#aec7e8",
+    "sglang": "#ff7f0e", "sglang-quiet": "#ffbb78", "aiohttp-floor": "#bcbd22", "litellm": "#2ca02c",
+}
 
 
 def plot(results: Results, path: Path) -> str | None:

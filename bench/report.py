@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bench.runner import Meta
 from bench.scenarios import LoadResult, Results
+from bench.targets import PEER_OF
 
 MB = 1_000_000
 ADDED_P50_LIMIT = 0.5e-3  # seconds, at concurrency 1
@@ -194,12 +195,14 @@ def verdicts(results: Results) -> list[Verdict]:
         out.append(Verdict(f"added p50 latency at c=1 ≤ {ms(ADDED_P50_LIMIT)}", "not measured", None))
 
     c32 = next((r for r in results.throughput if r.concurrency == 32), None)
-    for gateway in ("gateway", "gateway-mw"):
-        for peer, factor in (("sglang", SGLANG_FACTOR), ("litellm", LITELLM_FACTOR)):
+    for gateway, sglang in PEER_OF.items():
+        for peer, factor in ((sglang, SGLANG_FACTOR), ("litellm", LITELLM_FACTOR)):
+            if gateway == "gateway-quiet" and peer == "litellm":
+                continue  # the LiteLLM ratio is the shipped gateway's; the quiet pair is for sglang-router
             label = f"throughput at c=32 ≥ {factor:g}× {peer}'s"
             if gateway != "gateway":
                 if not c32 or gateway not in c32.runs:
-                    continue  # the multi-worker lines only when that target ran
+                    continue  # the lines of the other gateway configurations only when they ran
                 label += f" ({gateway})"
             if c32 and {gateway, peer} <= c32.runs.keys():
                 ratio = c32.rps(gateway) / c32.rps(peer)
@@ -255,7 +258,7 @@ def verdicts(results: Results) -> list[Verdict]:
 def render(results: Results, meta: Meta) -> str:
     peers = ", ".join(
         f"{t.name} {t.version}" if t.version else f"{t.name} (not installed)"
-        for t in meta.targets if t.name in ("sglang", "litellm")
+        for t in meta.targets if t.name in ("sglang", "litellm")  # (sglang-quiet is the same sglang)
     ) or "none asked for"
     lines = [
         "# Gateway benchmark: against the limit and its peers",

@@ -42,6 +42,7 @@ class Direct(Target):
 @dataclass(frozen=True)
 class Gateway(Target):
     workers: int = 1
+    log_level: str = "info"  # as shipped: one JSON line per request
 
     def server(self, upstreams: Sequence[str], port: int, workdir: Path) -> Server:
         backends = [{"name": f"up{i}", "url": f"{url}/v1"} for i, url in enumerate(upstreams)]
@@ -56,8 +57,8 @@ class Gateway(Target):
                 "GATEWAY_PORT": str(port),
                 "GATEWAY_BACKENDS": json.dumps(backends),
                 "GATEWAY_WORKERS": str(self.workers),
-                # Measured as shipped: one JSON log line per request is part of the product's cost.
-                "GATEWAY_LOG_LEVEL": "info",
+                # As shipped, one JSON log line per request is part of the product's cost.
+                "GATEWAY_LOG_LEVEL": self.log_level,
             },
             # Only what the bench sets: a GATEWAY_CONFIG_FILE or keys in the caller's environment stay out.
             private_prefix="GATEWAY_",
@@ -82,6 +83,7 @@ class AiohttpFloor(Target):
 @dataclass(frozen=True)
 class SglangRouter(Target):
     python: Path = PEERS / "sglang" / "bin" / "python"
+    log_level: str = "info"  # its default: two lines per request
 
     def server(self, upstreams: Sequence[str], port: int, workdir: Path) -> Server:
         return Server(
@@ -92,7 +94,7 @@ class SglangRouter(Target):
                 "--host", HOST, "--port", str(port),
                 # Round robin like the gateway; its default (cache_aware) matches prompt prefixes per request.
                 "--policy", "round_robin",
-                "--log-level", "warn",
+                "--log-level", self.log_level,
                 # Its metrics exporter listens on a fixed port by default, which may be taken.
                 "--prometheus-host", HOST, "--prometheus-port", str(free_port()),
             ],
@@ -170,8 +172,13 @@ def git_revision() -> str:
     return done.stdout.strip() or "unknown"
 
 
-ALL = ("direct", "gateway", "gateway-mw", "sglang", "litellm", "aiohttp-floor")
+ALL = (
+    "direct", "gateway", "gateway-mw", "gateway-quiet", "sglang", "sglang-quiet", "litellm", "aiohttp-floor",
+)
 DEFAULT = ALL[:-1]  # the floor is a yardstick, run when asked for (--only ...,aiohttp-floor)
+# Each gateway against the peer configured alike: as shipped, both write a log line per request (the gateway
+# one, sglang-router two); quiet, neither does.
+PEER_OF = {"gateway": "sglang", "gateway-mw": "sglang", "gateway-quiet": "sglang-quiet"}
 
 
 def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list[Target]:
@@ -183,8 +190,11 @@ def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list
         if name == "direct":
             targets.append(Direct(name, "one fake upstream, no proxy (the limit)"))
         elif name == "gateway":
-            targets.append(Gateway(name, "this gateway as shipped: 1 process, log level info",
-                                   version=git_revision(), workers=1))
+            targets.append(Gateway(name, "this gateway as shipped: 1 process, log level info (a line per "
+                                   "request)", version=git_revision(), workers=1))
+        elif name == "gateway-quiet":
+            targets.append(Gateway(name, "this gateway, 1 process, log level warning (no line per request)",
+                                   version=git_revision(), workers=1, log_level="warning"))
         elif name == "gateway-mw":
             # GATEWAY_WORKERS processes sharing the port (SO_REUSEPORT); sglang-router uses several threads.
             targets.append(Gateway(name, f"this gateway, GATEWAY_WORKERS={workers} (one port, SO_REUSEPORT), "
@@ -192,11 +202,15 @@ def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list
         elif name == "aiohttp-floor":
             targets.append(AiohttpFloor(name, "aiohttp server + the gateway's HTTP/1.1 pool, round robin, nothing "
                                         "else (bench/floor.py): what any aiohttp proxy pays"))
-        elif name == "sglang":
+        elif name in ("sglang", "sglang-quiet"):
             python = PEERS / "sglang" / "bin" / "python"
             version, why = _package_version(python, "sglang-router")
-            targets.append(SglangRouter(name, "sglang-router (Rust), round_robin, log level warn",
-                                        version=version, unavailable=why, python=python))
+            if name == "sglang":
+                level, description = "info", "as shipped: round_robin, log level info (two lines per request)"
+            else:
+                level, description = "warn", "round_robin, log level warn (no line per request)"
+            targets.append(SglangRouter(name, f"sglang-router (Rust) {description}", version=version,
+                                        unavailable=why, python=python, log_level=level))
         elif name == "litellm":
             executable = PEERS / "litellm" / "bin" / "litellm"
             version, why = _package_version(executable.parent / "python", "litellm")
