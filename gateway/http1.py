@@ -428,15 +428,11 @@ class ConnectionPool:
         connection = self._take_idle(origin)
         if connection is not None:
             try:
-                return await connection.send(data, read_timeout)
+                return await self._send(connection, data, read_timeout)
             except Disconnected:
-                connection.abort()
                 if not connection.failed_before_answer():
                     raise
                 # The server closed this idle connection as we reused it: the request never arrived.
-            except BaseException:  # cancelled or failed with a request in flight: the connection is unusable
-                connection.abort()
-                raise
         return await self._send(await self._connect(origin), data, read_timeout)
 
     async def get(self, url: str, headers: dict[str, str], timeout: float) -> tuple[int, bytes]:

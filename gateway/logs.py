@@ -98,16 +98,14 @@ _timestamps = _UtcTimestamps()
 
 
 def _render(line: dict, event: str | None, level: str) -> bytes:
-    """One JSON line: the fields, the event, the level and the time (what _stamp does, in one step)."""
+    """One JSON line: the fields, the event, and what _stamp adds (the same line the processor chain writes)."""
     line["event"] = event
-    line["level"] = level
-    line["timestamp"] = _timestamps.now()
-    return orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(_stamp(None, level, line), default=repr, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _stamp(logger: object, method_name: str, event_dict: dict) -> dict:
-    # What every line carries besides its fields, for the processor chain and _lean_logger_class alike (one
-    # step instead of add_log_level + TimeStamper: it runs twice per proxied request).
+    # What every line carries besides its fields, for the processor chain and _render alike (one step instead
+    # of add_log_level + TimeStamper).
     event_dict["level"] = method_name
     event_dict["timestamp"] = _timestamps.now()
     return event_dict
