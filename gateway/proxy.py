@@ -26,10 +26,15 @@ from gateway.chat_request import ChatRequest
 from gateway.clock import Clock
 from gateway.cooldown import cooldown_from_headers
 from gateway.errors import AllBackendsThrottled, GatewayError, UpstreamUnavailable, sse_error_event
-from gateway.http1 import Response
 from gateway.logs import bound_logger, event_writer, milliseconds
 from gateway.metrics import GatewayMetrics
-from gateway.upstream import UpstreamClient, UpstreamError, UpstreamStatusError, forwardable_headers
+from gateway.upstream import (
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamStatusError,
+    forwardable_headers,
+)
 from gateway.usage import StreamUsageSniffer, Usage, usage_from_body
 
 SSE_HEADERS = {
@@ -233,7 +238,7 @@ class ChatProxy:
                 else:
                     body = upstream.take_body()
                     if body is None:  # not all of it has arrived yet
-                        body = await self._upstream.read_body(backend, upstream)
+                        body = await upstream.read()
                     record.usage = usage_from_body(body)
                     response = web.Response(
                         status=upstream.status, body=body, headers=self._headers(upstream.headers, state, record)
@@ -271,9 +276,9 @@ class ChatProxy:
         return response
 
     async def _relay_stream(
-        self, request: web.Request, upstream: Response, state: BackendState, record: RequestRecord
+        self, request: web.Request, upstream: UpstreamResponse, state: BackendState, record: RequestRecord
     ) -> web.StreamResponse:
-        chunks = self._upstream.iter_chunks(state.config, upstream)
+        chunks = upstream.iter_chunks()
         try:
             return await self._relay_chunks(request, upstream, chunks, state, record)
         finally:
@@ -282,7 +287,7 @@ class ChatProxy:
     async def _relay_chunks(
         self,
         request: web.Request,
-        upstream: Response,
+        upstream: UpstreamResponse,
         chunks: AsyncIterator[bytes],
         state: BackendState,
         record: RequestRecord,
