@@ -15,12 +15,12 @@ from gateway.balancer import Balancer
 from gateway.clock import Clock, SystemClock
 from gateway.guard import Guard
 from gateway.health import health_checks_ctx
-from gateway.http1 import ConnectionPool
 from gateway.metrics import GatewayMetrics
 from gateway.models_catalog import ModelsCatalog
 from gateway.proxy import ChatProxy
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
+from gateway.transports import create_transport
 from gateway.upstream import UpstreamClient
 
 
@@ -69,11 +69,17 @@ def _azure_credentials_ctx(credential: Any):
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     """One keep-alive connection pool for all upstream traffic, alive exactly as long as the app."""
     settings = app[keys.SETTINGS]
-    pool = ConnectionPool(connect_timeout=settings.connect_timeout)
+    transport = create_transport(
+        settings.upstream_client,
+        connect_timeout=settings.connect_timeout,
+        idle_timeout=settings.upstream_idle_timeout,
+        max_connections=settings.upstream_max_connections,
+    )
     upstream = UpstreamClient(
-        pool,
+        transport,
         read_timeout=settings.read_timeout,
         health_timeout=settings.health_timeout,
+        max_response_bytes=settings.max_response_bytes,
         azure_token=app[keys.AZURE_TOKEN],
     )
     app[keys.UPSTREAM] = upstream
@@ -91,4 +97,4 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         affinity=AffinityTable(settings.affinity_capacity) if settings.affinity_enabled else None,
     )
     yield
-    await pool.close()
+    await transport.close()
