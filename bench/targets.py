@@ -43,6 +43,7 @@ class Direct(Target):
 class Gateway(Target):
     workers: int = 1
     log_level: str = "info"  # as shipped: one JSON line per request
+    upstream_client: str | None = None  # GATEWAY_UPSTREAM_CLIENT; None: the gateway's default
 
     def server(self, upstreams: Sequence[str], port: int, workdir: Path) -> Server:
         backends = [{"name": f"up{i}", "url": f"{url}/v1"} for i, url in enumerate(upstreams)]
@@ -59,7 +60,7 @@ class Gateway(Target):
                 "GATEWAY_WORKERS": str(self.workers),
                 # As shipped, one JSON log line per request is part of the product's cost.
                 "GATEWAY_LOG_LEVEL": self.log_level,
-            },
+            } | ({"GATEWAY_UPSTREAM_CLIENT": self.upstream_client} if self.upstream_client else {}),
             # Only what the bench sets: a GATEWAY_CONFIG_FILE or keys in the caller's environment stay out.
             private_prefix="GATEWAY_",
             cwd=REPO,
@@ -173,9 +174,11 @@ def git_revision() -> str:
 
 
 ALL = (
-    "direct", "gateway", "gateway-mw", "gateway-quiet", "sglang", "sglang-quiet", "litellm", "aiohttp-floor",
+    "direct", "gateway", "gateway-http1", "gateway-aiohttp", "gateway-mw", "gateway-quiet", "sglang", "sglang-quiet",
+    "litellm", "aiohttp-floor",
 )
-DEFAULT = ALL[:-1]  # the floor is a yardstick, run when asked for (--only ...,aiohttp-floor)
+# The floor is a yardstick, and the two upstream clients a comparison: run when asked for (--only ...).
+DEFAULT = tuple(name for name in ALL if name not in ("gateway-http1", "gateway-aiohttp", "aiohttp-floor"))
 # Each gateway against the peer configured alike: as shipped, both write a log line per request (the gateway
 # one, sglang-router two); quiet, neither does.
 PEER_OF = {"gateway": "sglang", "gateway-mw": "sglang", "gateway-quiet": "sglang-quiet"}
@@ -192,6 +195,11 @@ def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list
         elif name == "gateway":
             targets.append(Gateway(name, "this gateway as shipped: 1 process, log level info (a line per "
                                    "request)", version=git_revision(), workers=1))
+        elif name in ("gateway-http1", "gateway-aiohttp"):
+            # The same gateway as shipped over each upstream client (GATEWAY_UPSTREAM_CLIENT), side by side.
+            client = name.removeprefix("gateway-")
+            targets.append(Gateway(name, f"this gateway as shipped, GATEWAY_UPSTREAM_CLIENT={client}",
+                                   version=git_revision(), workers=1, upstream_client=client))
         elif name == "gateway-quiet":
             targets.append(Gateway(name, "this gateway, 1 process, log level warning (no line per request)",
                                    version=git_revision(), workers=1, log_level="warning"))

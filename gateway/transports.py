@@ -159,8 +159,8 @@ class AiohttpTransport:
             headers = headers.copy()
             headers.extend(extra)
         response = await self._session.request(
-            route.method, route.url, data=body if body or route.method != "GET" else None, headers=headers,
-            timeout=self._timeout(read_timeout), allow_redirects=False,
+            route.method, route.url, data=body or None, headers=headers, timeout=self._timeout(read_timeout),
+            allow_redirects=False,
         )
         return _AiohttpResponse(response)
 
@@ -182,9 +182,8 @@ class _AiohttpResponse:
             return None
         return content.read_nowait()
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.content.iter_any():
-            yield chunk
+    def iter_chunks(self) -> AsyncIterator[bytes]:
+        return self._response.content.iter_any()
 
     def close(self) -> None:
         # Back to the pool only when read to the end (aiohttp closes it otherwise); an unfinished answer is

@@ -380,7 +380,7 @@ async def test_a_stream_that_stalls_is_a_timeout(make_client, client_name) -> No
         await writer.drain()
         await reader.read()
 
-    upstream = make_client(read_timeout=0.1)
+    upstream = make_client(read_timeout=0.5)  # long enough for the headers to arrive on a busy machine
     async with scripted(script) as (url, _):
         response = await upstream.chat_completion(backend_at(url), b"{}", "r")
         with pytest.raises(UpstreamTimeout, match="stalled mid-stream"):
