@@ -181,7 +181,7 @@ class UpstreamClient:
         max_response_bytes: int = 32 * 1024 * 1024,
         azure_token: TokenProvider | None = None,
     ) -> None:
-        self.transport = transport
+        self._transport = transport
         self._read_timeout = read_timeout
         self._health_timeout = health_timeout
         self._max_response_bytes = max_response_bytes
@@ -202,7 +202,7 @@ class UpstreamClient:
         route = self._routes.get(backend.name)
         if route is None:
             route = self._routes[backend.name] = _Route(
-                self.transport.route("POST", backend.chat_completions_url, self._auth_headers(backend)),
+                self._transport.route("POST", backend.chat_completions_url, self._auth_headers(backend)),
                 # llama-cpp-python answers a non-UUID X-Request-ID with an empty 400.
                 uuid_request_ids=backend.kind is BackendKind.LLAMACPP,
                 entra=backend.kind is BackendKind.AZURE and not backend.api_key,
@@ -240,7 +240,7 @@ class UpstreamClient:
         if route.entra:
             extra += (await self._entra_header(backend),)
         try:
-            raw = await self.transport.send(route.prepared, extra, body, self._read_timeout)
+            raw = await self._transport.send(route.prepared, extra, body, self._read_timeout)
         except _TRANSPORT_ERRORS as exc:
             raise _translate(backend, exc, "sent no response in time", "unreachable") from exc
         answer = _Answer(backend, raw, self._max_response_bytes)
@@ -257,8 +257,8 @@ class UpstreamClient:
         headers = self._auth_headers(backend) if backend is not None and backend.api_key else {}
         try:
             async with asyncio.timeout(self._health_timeout):
-                route = self.transport.route("GET", url, headers)
-                raw = await self.transport.send(route, (), b"", self._health_timeout)
+                route = self._transport.route("GET", url, headers)
+                raw = await self._transport.send(route, (), b"", self._health_timeout)
                 try:
                     body = bytearray()
                     async for chunk in raw.iter_chunks():
