@@ -154,7 +154,7 @@ class Proxy:
                 self._accounting.ttfb(record, backend.name, time.perf_counter() - sent)
                 headers = self._headers(upstream.headers, lease, record)
                 if proxied.stream and upstream.content_type == "text/event-stream":
-                    async with aclosing(self._upstream.iter_chunks(backend, upstream)) as chunks:
+                    async with aclosing(upstream.iter_chunks()) as chunks:
                         relayed = await relay_stream(request, upstream.status, headers, chunks, backend)
                     record.backend = backend.name
                     record.usage = relayed.usage
@@ -168,7 +168,7 @@ class Proxy:
                 else:
                     body = upstream.take_body()
                     if body is None:  # not all of it has arrived yet
-                        body = await self._upstream.read_body(backend, upstream)
+                        body = await upstream.read()
                     record.usage = usage_from_body(body)
                     response = web.Response(status=upstream.status, body=body, headers=headers)
             finally:
