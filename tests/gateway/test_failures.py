@@ -16,7 +16,7 @@ from backends.fake import Reply
 from gateway.__main__ import log_starting
 from gateway.settings import ConfigError, GatewaySettings, load_settings
 from tests.gateway.conftest import CHAT, chat
-from tests.gateway.raw_upstream import SSE_HEAD, closed_port, raw_upstream, sse_chunk
+from tests.gateway.faulty_upstream import SSE_HEAD, closed_port, raw_upstream, sse_chunk
 
 
 async def wait_until(condition: Callable[[], bool]) -> None:
