@@ -22,6 +22,9 @@ from yarl import URL
 from gateway.http1 import ConnectionPool, Origin, header_line, request_head
 
 ClientName = Literal["http1", "aiohttp"]
+# The most aiohttp hands on at once: what has arrived, up to this (never waiting for more). Unbounded, a slow
+# consumer could get everything its buffer gathered in one piece.
+_PIECE = 64 * 1024
 
 
 class RawResponse(Protocol):
@@ -183,7 +186,7 @@ class _AiohttpResponse:
         return content.read_nowait()
 
     def iter_chunks(self) -> AsyncIterator[bytes]:
-        return self._response.content.iter_any()
+        return self._response.content.iter_chunked(_PIECE)
 
     def close(self) -> None:
         # Back to the pool only when read to the end (aiohttp closes it otherwise); an unfinished answer is
