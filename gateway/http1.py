@@ -3,7 +3,7 @@
 Why not aiohttp's client: under load it was a quarter of the gateway's CPU (request and response objects,
 tracing hooks, cookie and redirect machinery, a timer context per request), all for requests whose shape never
 changes. Both sit behind the same seam (``gateway.transports``, ``GATEWAY_UPSTREAM_CLIENT``); measured side by side
-(bench targets gateway-http1 and gateway-aiohttp) this one carried 1.9-2.2x the requests per second at c=32. Here a request is one pre-built header block plus the body, written in one call on a pooled
+(bench targets gateway-http1 and gateway-aiohttp) this one carried 1.7-2.2x the requests per second at c=32. Here a request is one pre-built header block plus the body, written in one call on a pooled
 connection, and the answer is parsed by llhttp (through httptools, as uvicorn does).
 
 What it does, and no more:
