@@ -425,7 +425,7 @@ class ConnectionPool:
         *,
         connect_timeout: float,
         idle_timeout: float = 4.0,
-        max_connections: int = 100,
+        max_connections: int = 1024,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._connect_timeout = connect_timeout

@@ -150,7 +150,8 @@ class GatewaySettings(BaseSettings):
     upstream_idle_timeout: float = Field(
         default=4.0, gt=0, description="seconds a pooled connection may idle: below the backends' keep-alive"
     )
-    upstream_max_connections: int = Field(default=100, ge=1, description="open connections per backend")
+    # Each open stream holds a connection: the cap bounds file descriptors, not concurrency (1,000 streams are normal).
+    upstream_max_connections: int = Field(default=1024, ge=1, description="open connections per backend")
 
     health_interval: float = Field(default=5.0, gt=0)
     health_timeout: float = Field(default=2.0, gt=0)
