@@ -55,7 +55,9 @@ class StreamEnd:
 
     @property
     def complete(self) -> bool:
-        return _TERMINATOR.search(b"".join(self._last)) is not None
+        tail = b"".join(self._last)
+        # Nearly every stream ends with "data: [DONE]": a substring search, before the regex's slower scan.
+        return b"data: [DONE]" in tail or _TERMINATOR.search(tail) is not None
 
 
 @dataclass(slots=True)
