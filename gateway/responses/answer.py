@@ -107,7 +107,7 @@ def function_call_item(item_id: str, call_id: str, name: str, arguments: str, st
 def response_from_chat(request: ResponsesRequest, chat: object) -> dict[str, Any]:
     """The whole response for a non-streamed chat completion ``chat`` (already parsed JSON)."""
     if not isinstance(chat, dict):
-        raise ValueError("the chat completion is not a JSON object")
+        raise TypeError("the chat completion is not a JSON object")
     choices = chat.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
