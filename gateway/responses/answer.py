@@ -110,7 +110,7 @@ def response_from_chat(request: ResponsesRequest, chat: object) -> dict[str, Any
         raise TypeError("the chat completion is not a JSON object")
     choices = chat.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = mapping(choice.get("message"))
     created = chat.get("created")
     now = time.time()
     response = skeleton(request, new_id("resp"), created if isinstance(created, (int, float)) else now)
@@ -119,7 +119,9 @@ def response_from_chat(request: ResponsesRequest, chat: object) -> dict[str, Any
     output: list[dict[str, Any]] = []
     text = message.get("content")
     refusal = message.get("refusal") if isinstance(message.get("refusal"), str) else None
-    tool_calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+    tool_calls = message.get("tool_calls")
+    if not isinstance(tool_calls, list):
+        tool_calls = []
     if (isinstance(text, str) and text) or refusal is not None or not tool_calls:
         output.append(message_item(new_id("msg"), text if isinstance(text, str) else "", item_status, refusal))
     for call in tool_calls:
@@ -133,6 +135,11 @@ def response_from_chat(request: ResponsesRequest, chat: object) -> dict[str, Any
     response["output"] = output
     response["usage"] = usage_of(chat.get("usage"))
     return response
+
+
+def mapping(value: object) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: upstream answers are read defensively."""
+    return value if isinstance(value, dict) else {}
 
 
 def _count(value: object) -> int:

@@ -26,6 +26,7 @@ import orjson
 from gateway.responses.answer import (
     finished,
     function_call_item,
+    mapping,
     message_item,
     new_id,
     output_text,
@@ -174,12 +175,16 @@ class ResponsesStream:
 
     def _call_delta(self, call: dict[str, Any]) -> bytes:
         position = call.get("index", len(self._calls))
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = mapping(call.get("function"))
         item = self._calls.get(position)
         out = b""
         if item is None:
-            call_id = call.get("id") if isinstance(call.get("id"), str) else new_id("call")
-            name = function.get("name") if isinstance(function.get("name"), str) else ""
+            call_id = call.get("id")
+            name = function.get("name")
+            if not isinstance(call_id, str):
+                call_id = new_id("call")
+            if not isinstance(name, str):
+                name = ""
             item = self._calls[position] = function_call_item(new_id("fc"), call_id, name, "", "in_progress")
             self._items.append(item)
             out += self._event("response.output_item.added", output_index=len(self._items) - 1, item=item)
