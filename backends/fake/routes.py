@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import chat, control, probes
+from . import chat, control, embeddings, probes, responses_api, text_completions
 
 
 def setup_routes(app: web.Application) -> None:
@@ -13,6 +13,19 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/openai/v1/chat/completions", chat.chat_completions, name="chat.azure-v1")
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", chat.chat_completions,
                         name="chat.azure-deployment")
+    # The other APIs, on the same paths as OpenAI's and Azure's (v1, classic per-deployment, and the
+    # preview /openai/responses).
+    app.router.add_post("/v1/responses", responses_api.responses, name="responses")
+    app.router.add_post("/openai/v1/responses", responses_api.responses, name="responses.azure-v1")
+    app.router.add_post("/openai/responses", responses_api.responses, name="responses.azure")
+    app.router.add_post("/v1/embeddings", embeddings.embeddings, name="embeddings")
+    app.router.add_post("/openai/v1/embeddings", embeddings.embeddings, name="embeddings.azure-v1")
+    app.router.add_post("/openai/deployments/{deployment}/embeddings", embeddings.embeddings,
+                        name="embeddings.azure-deployment")
+    app.router.add_post("/v1/completions", text_completions.completions, name="completions")
+    app.router.add_post("/openai/v1/completions", text_completions.completions, name="completions.azure-v1")
+    app.router.add_post("/openai/deployments/{deployment}/completions", text_completions.completions,
+                        name="completions.azure-deployment")
     app.router.add_get("/v1/models", probes.models, name="models")
     app.router.add_get("/openai/models", probes.models, name="models.azure")
     app.router.add_get("/openai/v1/models", probes.models, name="models.azure-v1")

@@ -17,6 +17,9 @@ from .script import Reply, as_reply
 from .server import serve
 from .tokens import DEFAULT_REPLY_TEXT
 
+# The model APIs the fake serves; each consumes the one script (health and model listings do not).
+API_KINDS = frozenset({"chat", "responses", "embeddings", "completions"})
+
 
 @dataclass(eq=False)
 class FakeUpstream:
@@ -31,7 +34,7 @@ class FakeUpstream:
     api_key: str | None = None
     # When set, Azure-style /openai/deployments/{d}/... paths for another deployment answer 404.
     deployment: str | None = None
-    # One Reply per chat request, consumed in order (a bare int means Reply(status=int)); then `default`.
+    # One Reply per API request (chat, responses, embeddings, completions), consumed in order (a bare int means Reply(status=int)); then `default`.
     script: list[Reply] = field(default_factory=list)
     default: Reply = field(default_factory=Reply)
     # Split on whitespace into the tokens of a normal completion.
@@ -47,7 +50,7 @@ class FakeUpstream:
     keep_requests: int | None = None
 
     requests: list[RecordedRequest] = field(default_factory=list, init=False, repr=False)
-    in_flight: int = field(default=0, init=False)  # chat requests being answered now
+    in_flight: int = field(default=0, init=False)  # API requests (chat, responses, ...) being answered now
     max_in_flight: int = field(default=0, init=False)
     base_url: str | None = field(default=None, init=False)  # set while serve() runs
     _stats: ChatStats = field(default_factory=ChatStats, init=False, repr=False)
@@ -69,6 +72,10 @@ class FakeUpstream:
     @property
     def chat_requests(self) -> list[RecordedRequest]:
         return [record for record in self.requests if record.kind == "chat"]
+
+    def requests_of(self, kind: str) -> list[RecordedRequest]:
+        """Records of one API: "chat", "responses", "embeddings" or "completions"."""
+        return [record for record in self.requests if record.kind == kind]
 
     def set_script(self, script: Iterable[Reply | int], default: Reply | int | None = None) -> None:
         """Replace the remaining script (and the default reply, if given)."""
@@ -107,15 +114,17 @@ class FakeUpstream:
         self.requests.append(record)
         if self.keep_requests is not None and len(self.requests) > self.keep_requests:
             del self.requests[: len(self.requests) - self.keep_requests]
-        if record.kind == "chat":
-            self._stats.arrived()
+        if record.kind in API_KINDS:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if record.kind == "chat":
+            self._stats.arrived()
 
     def finish(self, record: RecordedRequest) -> None:
         record.finished_at = self.clock()
-        if record.kind == "chat":
+        if record.kind in API_KINDS:
             self.in_flight -= 1
+        if record.kind == "chat":
             self._stats.finished(record)
 
     def make_app(self) -> web.Application:
