@@ -108,6 +108,14 @@ class GatewaySettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     backends: Annotated[list[BackendConfig], NoDecode] = Field(min_length=1)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
+    # Inbound Entra ID access tokens, besides api_keys: on when a tenant (or an issuer and a JWKS URL) is set.
+    entra_tenant_id: str | None = None
+    entra_issuers: Annotated[tuple[str, ...], NoDecode] = ()  # default: the tenant's v1 and v2 issuers
+    entra_audiences: Annotated[tuple[str, ...], NoDecode] = ()  # default: https://cognitiveservices.azure.com
+    entra_jwks_url: str | None = None  # default: the tenant's keys at login.microsoftonline.com
+    entra_allowed_clients: Annotated[tuple[str, ...], NoDecode] = ()  # appid / azp / oid; empty: any
+    entra_leeway: float = Field(default=60.0, ge=0, le=600, description="clock skew allowed, seconds")
+    entra_jwks_refresh: float = Field(default=300.0, ge=0, description="least seconds between JWKS refreshes")
 
     routing: RoutingStrategy = RoutingStrategy.AUTO
     # Conversation affinity: "auto" turns it on when any backend is llama.cpp (whose KV cache it exploits).
@@ -163,6 +171,21 @@ class GatewaySettings(BaseSettings):
         if isinstance(value, str):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
+
+    @field_validator("entra_issuers", "entra_audiences", "entra_allowed_clients", mode="before")
+    @classmethod
+    def _parse_entra_lists(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _entra_is_complete(self) -> GatewaySettings:
+        others = self.entra_issuers or self.entra_audiences or self.entra_allowed_clients or self.entra_jwks_url
+        if not self.entra_tenant_id and others and not (self.entra_issuers and self.entra_jwks_url):
+            raise ValueError("Entra ID tokens need GATEWAY_ENTRA_TENANT_ID, or both GATEWAY_ENTRA_ISSUERS "
+                                 "and GATEWAY_ENTRA_JWKS_URL")
+        return self
 
     @classmethod
     def settings_customise_sources(
