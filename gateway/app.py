@@ -22,6 +22,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.models_catalog import ModelsCatalog
 from gateway.outcome import CooldownPolicy
 from gateway.proxy import Proxy
+from gateway.responses.owners import ResponseOwners
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
 from gateway.upstream import UpstreamClient
@@ -47,6 +48,7 @@ def create_app(
     )
     app[keys.BALANCER] = balancer
     app[keys.METRICS] = GatewayMetrics(balancer)
+    app[keys.RESPONSE_OWNERS] = ResponseOwners(settings.affinity_capacity)
 
     app.cleanup_ctx.append(_azure_credentials_ctx(azure_credential))
     app.cleanup_ctx.append(_upstream_ctx)

@@ -30,6 +30,15 @@ class BackendKind(StrEnum):
     AZURE = "azure"
 
 
+class Api(StrEnum):
+    """The model APIs a backend may serve (``apis``; defaults per kind in ``gateway.apis``)."""
+
+    CHAT = "chat"
+    RESPONSES = "responses"
+    EMBEDDINGS = "embeddings"
+    COMPLETIONS = "completions"
+
+
 class RoutingStrategy(StrEnum):
     # Round robin for backends of unknown capacity, least-outstanding for those with a max_concurrency:
     # a CPU llama.cpp server serves one request at a time, so piling onto a busy one while another idles
@@ -52,6 +61,7 @@ class BackendConfig(BaseModel):
     weight: int = Field(default=1, ge=1, le=1000)
     max_concurrency: int | None = Field(default=None, ge=1)
     models: tuple[str, ...] | None = None
+    apis: tuple[Api, ...] | None = None  # None: the kind's defaults (gateway.apis.DEFAULT_APIS)
 
     @field_validator("url")
     @classmethod

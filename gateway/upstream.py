@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.apis import api_url
 from gateway.http1 import (
     ConnectionPool,
     ConnectTimeout,
@@ -30,7 +31,7 @@ from gateway.http1 import (
     is_safe_header_value,
     request_head,
 )
-from gateway.settings import BackendConfig, BackendKind
+from gateway.settings import Api, BackendConfig, BackendKind
 
 TokenProvider = Callable[[], Awaitable[str]]
 
@@ -131,11 +132,12 @@ class UpstreamClient:
                 headers["Authorization"] = f"Bearer {backend.api_key}"
         return headers
 
-    def _route(self, backend: BackendConfig) -> _Route:
-        route = self._routes.get(backend.name)
+    def _route(self, backend: BackendConfig, api: Api) -> _Route:
+        key = backend.name if api is Api.CHAT else f"{backend.name} {api}"
+        route = self._routes.get(key)
         if route is None:
-            origin, target = Origin.of(backend.chat_completions_url)
-            route = self._routes[backend.name] = _Route(
+            origin, target = Origin.of(api_url(backend, api))
+            route = self._routes[key] = _Route(
                 origin,
                 request_head("POST", target, origin, self._auth_headers(backend)),
                 # llama-cpp-python answers a non-UUID X-Request-ID with an empty 400.
@@ -153,14 +155,17 @@ class UpstreamClient:
             raise UpstreamConnectionError(backend, f"could not get an Entra ID token: {exc}") from exc
         return header_line("Authorization", f"Bearer {token}")
 
-    async def chat_completion(self, backend: BackendConfig, body: bytes, request_id: str) -> Response:
-        """Send a chat completion; returns the response once a 2xx status and headers have arrived.
+    async def chat_completion(
+        self, backend: BackendConfig, body: bytes, request_id: str, api: Api = Api.CHAT
+    ) -> Response:
+        """Send a chat completion (or a request to another of the backend's ``api``s); returns the response
+        once a 2xx status and headers have arrived.
 
         A non-2xx answer is read whole (error bodies are small) and raised as UpstreamStatusError. The caller
         must ``close()`` the response: that aborts the upstream request if the body was not read to the end,
         which is how a client disconnect frees a llama.cpp slot.
         """
-        route = self._route(backend)
+        route = self._route(backend, api)
         head = route.head
         # A client's own request id may be anything: it is passed on only where the backend accepts it.
         # (Not one with CR or LF: it would smuggle a header of its own.)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import BadRequest
+from gateway.request_json import json_object
 
 _MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 _TOOL_CHOICES = frozenset({"auto", "none", "required"})
@@ -37,7 +38,7 @@ class ResponsesRequest:
 
 
 def parse_responses_request(raw: bytes, *, deployment: str | None = None) -> ResponsesRequest:
-    payload = _json_object(raw)
+    payload = json_object(raw)
     model = payload.get("model")
     if model is not None and (not isinstance(model, str) or not model):
         raise BadRequest("'model' must be a non-empty string.", param="model")
@@ -276,18 +277,6 @@ def _response_format(text: object) -> dict[str, Any] | None:
 
 
 # -- small checks --------------------------------------------------------------------------------------
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise BadRequest("The request body is empty; expected a JSON object.", code="invalid_json")
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
-    return payload
-
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

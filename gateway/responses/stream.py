@@ -87,6 +87,8 @@ class ResponsesStream:
 
     def finish(self) -> bytes:
         """The closing events: every open item done, then response.completed (or .incomplete)."""
+        if self.upstream_error is not None:
+            return self.fail(self.upstream_error)
         # An empty answer is still an (empty) assistant message.
         out = self._open_message() if not self._items else b""
         response = finished(self._response, self._finish_reason, self._now())
@@ -112,7 +114,9 @@ class ResponsesStream:
         return out + self._event(kind, response=response)
 
     def fail(self, message: str, code: str = "server_error") -> bytes:
-        """The stream broke: an ``error`` event, then ``response.failed`` with what arrived so far."""
+        """The stream broke: an ``error`` event, then ``response.failed`` with what arrived so far. An error the
+        upstream put in its stream is the better explanation, when there is one."""
+        message = self.upstream_error or message
         response = self._response
         response["status"] = "failed"
         response["error"] = {"code": "server_error", "message": message}
