@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from gateway.errors import GatewayError, ModelNotFound
 from gateway.settings import AZURE_DEFAULT_API_VERSION, Api, BackendConfig, BackendKind
@@ -90,7 +90,7 @@ class PassThrough:
     """The ``Proxied`` methods of a request relayed as it is, to backends that serve its ``api``."""
 
     __slots__ = ()
-    api: Api
+    api: ClassVar[Api]
     body: bytes
     model: str | None
 

@@ -19,7 +19,7 @@ class CompletionsRequest(PassThrough):
     body: bytes
     model: str | None
     stream: bool
-    affinity_key: ClassVar[bytes | None] = None
+    affinity_key: bytes | None = None
 
 
 def parse_completions_request(raw: bytes, *, deployment: str | None = None) -> CompletionsRequest:

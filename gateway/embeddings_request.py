@@ -17,8 +17,8 @@ class EmbeddingsRequest(PassThrough):
     api: ClassVar[Api] = Api.EMBEDDINGS
     body: bytes
     model: str | None
-    stream: ClassVar[bool] = False
-    affinity_key: ClassVar[bytes | None] = None
+    stream: bool = False
+    affinity_key: bytes | None = None
 
 
 def parse_embeddings_request(raw: bytes, *, deployment: str | None = None) -> EmbeddingsRequest:

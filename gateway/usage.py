@@ -42,13 +42,19 @@ def usage_from_body(body: bytes) -> Usage | None:
 def _usage_from_object(payload: object) -> Usage | None:
     if not isinstance(payload, dict):
         return None
-    return _usage_from_mapping(payload.get("usage"))
+    usage = payload.get("usage")
+    if usage is None and isinstance(payload.get("response"), dict):
+        usage = payload["response"].get("usage")  # a Responses stream's response.completed event
+    return _usage_from_mapping(usage)
 
 
 def _usage_from_mapping(usage: object) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))  # the Responses API counts input/output
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    if completion is None and "total_tokens" in usage:
+        completion = 0  # embeddings: prompt and total only
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
     return Usage(prompt, completion)

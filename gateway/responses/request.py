@@ -34,7 +34,7 @@ class ResponsesRequest:
     stream: bool
     # Continues state held by some backend: only a backend serving the Responses API natively can answer.
     stateful: bool
-    messages: list[dict[str, Any]] = field(default_factory=list)  # the input as chat messages
+    messages: list[Any] = field(default_factory=list)  # the input as chat messages
 
 
 def parse_responses_request(raw: bytes, *, deployment: str | None = None) -> ResponsesRequest:

@@ -103,9 +103,9 @@ async def test_sync_client_and_azure_clients(upstreams, gateway, mode):
         return texts
 
     texts = await asyncio.to_thread(run)
-    async with openai.AsyncOpenAI(base_url=gw.url + "/openai/v1/", api_key="k", max_retries=0) as v1:
-        async with v1.responses.stream(model="fake-model", input=INPUT, store=False) as stream:
-            final = await stream.get_final_response()
+    v1 = openai.AsyncOpenAI(base_url=gw.url + "/openai/v1/", api_key="k", max_retries=0)
+    async with v1, v1.responses.stream(model="fake-model", input=INPUT, store=False) as stream:
+        final = await stream.get_final_response()
     assert texts + [final.output_text] == ["every client"] * 3
 
 
