@@ -23,9 +23,9 @@ whether it streams, the conversation key) goes through the same flow.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from typing import Protocol, cast
+from typing import Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -177,7 +177,7 @@ class Proxy:
                 self._accounting.ttfb(record, backend.name, time.perf_counter() - sent)
                 headers = self._headers(upstream.headers, lease, record)
                 if proxied.stream and upstream.content_type == "text/event-stream":
-                    chunks = cast(AsyncGenerator[bytes], self._upstream.iter_chunks(backend, upstream))
+                    chunks = upstream.iter_chunks()
                     if outbound.observe is not None:
                         chunks = _observed(chunks, outbound.observe)
                     async with aclosing(chunks):
@@ -195,7 +195,7 @@ class Proxy:
                 else:
                     body = upstream.take_body()
                     if body is None:  # not all of it has arrived yet
-                        body = await self._upstream.read_body(backend, upstream)
+                        body = await upstream.read()
                     record.usage = usage_from_body(body)
                     if outbound.observe is not None:
                         outbound.observe(body)
@@ -250,9 +250,9 @@ class Proxy:
         return headers
 
 
-async def _observed(chunks: AsyncIterator[bytes], observe: Callable[[bytes], None]) -> AsyncGenerator[bytes]:
+async def _observed(chunks: AsyncGenerator[bytes], observe: Callable[[bytes], None]) -> AsyncGenerator[bytes]:
     """``chunks``, the first one shown to ``observe`` on its way (a native Responses stream's response id)."""
-    async with aclosing(cast(AsyncGenerator[bytes], chunks)):
+    async with aclosing(chunks):
         async for chunk in chunks:
             if chunk:
                 observe(chunk)
