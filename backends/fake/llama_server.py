@@ -102,6 +102,9 @@ async def metrics(request: web.Request) -> web.Response:
     refusal = _not_here(upstream)
     if refusal is not None:
         return refusal
+    if not upstream.metrics_endpoint:
+        return json_response({"error": {"code": 501, "message": "This server does not support metrics endpoint.",
+                                        "type": "not_supported_error"}}, status=501)
     processing, deferred = _busy(upstream)
     text = (
         "# HELP llamacpp:requests_processing Number of requests processing.\n"

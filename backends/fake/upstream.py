@@ -53,6 +53,7 @@ class FakeUpstream:
     total_slots: int = 1
     requests_deferred: int = 0
     cached_conversations: int = 8
+    metrics_endpoint: bool = True  # False: /metrics answers 501, as llama-server started without --metrics
 
     requests: list[RecordedRequest] = field(default_factory=list, init=False, repr=False)
     in_flight: int = field(default=0, init=False)  # chat requests being answered now
