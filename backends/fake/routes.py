@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import chat, control, embeddings, probes, responses_api, text_completions
+from . import chat, control, embeddings, llama_server, probes, responses_api, text_completions
 
 
 def setup_routes(app: web.Application) -> None:
@@ -30,6 +30,10 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/openai/models", probes.models, name="models.azure")
     app.router.add_get("/openai/v1/models", probes.models, name="models.azure-v1")
     app.router.add_get("/health", probes.health, name="health")
+    # llama-server's own endpoints: 404 unless the fake poses as one.
+    app.router.add_get("/props", llama_server.props, name="props")
+    app.router.add_get("/slots", llama_server.slots, name="slots")
+    app.router.add_get("/metrics", llama_server.metrics, name="metrics")
     app.router.add_post(control.PREFIX + "script", control.set_script)
     app.router.add_get(control.PREFIX + "stats", control.stats)
     app.router.add_post(control.PREFIX + "reset", control.reset)
