@@ -9,9 +9,17 @@ Defaults per kind, overridden by a backend's ``apis``:
 
     openai        chat, responses, embeddings, completions    (OpenAI itself, vLLM, LiteLLM, another gateway)
     azure         chat, responses, embeddings, completions    (the deployment's model decides what answers)
-    llama-server  chat, responses, embeddings, completions    (llama.cpp's own server; embeddings need
-                                                               --embeddings)
-    llamacpp      chat, embeddings, completions               (llama-cpp-python's server: no Responses API)
+    llama-server  chat, embeddings, completions               (Responses translated: see below; embeddings
+                                                               need --embeddings, which backends.llamacpp's
+                                                               launcher passes)
+    llamacpp      chat, completions                           (llama-cpp-python's server: no Responses API,
+                                                               embeddings only for a model loaded for them)
+
+llama-server does answer ``/v1/responses`` itself, but (build b1-0c1e570, the one scripts/build_llamacpp.sh
+makes) its stream events carry no ``output_index``, ``content_index`` or ``sequence_number``, and the official
+SDK's ``responses.stream()`` — what Microsoft's samples call — fails on them with a TypeError. Translated, the
+same backend streams events the SDK reads. ``tests/e2e/test_endpoints.py`` checks both facts, so a llama.cpp
+that fixes its stream shows up there; ``"apis": [..., "responses"]`` sends Responses to it natively anyway.
 """
 
 from __future__ import annotations
@@ -28,8 +36,8 @@ _ALL = (Api.CHAT, Api.RESPONSES, Api.EMBEDDINGS, Api.COMPLETIONS)
 DEFAULT_APIS: dict[str, tuple[Api, ...]] = {
     "openai": _ALL,
     "azure": _ALL,
-    "llama-server": _ALL,
-    "llamacpp": (Api.CHAT, Api.EMBEDDINGS, Api.COMPLETIONS),
+    "llama-server": (Api.CHAT, Api.EMBEDDINGS, Api.COMPLETIONS),
+    "llamacpp": (Api.CHAT, Api.COMPLETIONS),
 }
 
 _PATHS = {Api.CHAT: "chat/completions", Api.RESPONSES: "responses", Api.EMBEDDINGS: "embeddings",

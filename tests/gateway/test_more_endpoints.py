@@ -142,13 +142,14 @@ async def test_a_backend_that_does_not_serve_the_api_is_skipped(upstreams, gatew
     assert [r.kind for r in emb.requests] == ["embeddings"] * 3
 
 
-async def test_llamacpp_kind_gets_responses_translated_and_embeddings_natively(upstreams, gateway):
+async def test_llamacpp_kind_gets_responses_translated_and_no_embeddings(upstreams, gateway):
     llama = await upstreams(name="llama")
     gw = await gateway([{"name": "llama", "url": llama.openai_url, "kind": "llamacpp"}])
     async with gw.client() as client:
         await client.responses.create(model="m", input="x")
-        await client.embeddings.create(model="m", input="x")
-    assert [r.kind for r in llama.requests if r.kind != "health"] == ["chat", "embeddings"]
+        with pytest.raises(openai.NotFoundError, match="embeddings API"):
+            await client.embeddings.create(model="m", input="x")
+    assert [r.kind for r in llama.requests if r.kind == "chat" or r.kind == "embeddings"] == ["chat"]
 
 
 async def test_log_lines_and_metrics_name_the_endpoint(upstreams, gateway, capfd):
@@ -244,6 +245,7 @@ def test_defaults_per_kind():
     everything = {"chat", "responses", "embeddings", "completions"}
     assert apis() == everything
     assert apis(kind="azure", deployment="d") == everything
-    assert apis(kind="llamacpp") == everything - {"responses"}
+    assert apis(kind="llamacpp") == {"chat", "completions"}
+    assert apis(kind="llama-server") == everything - {"responses"}
     assert apis(kind="llamacpp", apis=["chat", "responses"]) == {"chat", "responses"}
     assert Api("embeddings") is Api.EMBEDDINGS
