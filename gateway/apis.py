@@ -24,7 +24,6 @@ that fixes its stream shows up there; ``"apis": [..., "responses"]`` sends Respo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -91,7 +90,6 @@ class Outbound:
     api: Api
     body: bytes
     translation: Translation | None = None  # None: the answer is relayed as it is
-    observe: Callable[[bytes], None] | None = None  # sees a native answer's first bytes (response ids)
 
 
 class PassThrough:
