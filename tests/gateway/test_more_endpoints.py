@@ -236,11 +236,10 @@ async def test_an_upstream_400_is_passed_through_and_does_not_fail_over(upstream
 
 
 def test_defaults_per_kind():
-    from gateway.apis import served_apis
     from gateway.settings import Api, BackendConfig
 
     def apis(**config: Any) -> set[str]:
-        return {str(api) for api in served_apis(BackendConfig(name="x", url="http://h/v1", **config))}
+        return {str(api) for api in BackendConfig(name="x", url="http://h/v1", **config).served_apis}
 
     everything = {"chat", "responses", "embeddings", "completions"}
     assert apis() == everything
