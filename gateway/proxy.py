@@ -173,6 +173,7 @@ class Proxy:
         translation = outbound.translation
         try:
             upstream = await self._upstream.chat_completion(backend, outbound.body, record.request_id, outbound.api)
+            lease.accepted()
             try:
                 self._accounting.ttfb(record, backend.name, time.perf_counter() - sent)
                 headers = self._headers(upstream.headers, lease, record)

@@ -13,6 +13,7 @@ event, the attempt is counted and logged as failed. Otherwise the SDK would retu
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -37,25 +38,25 @@ SSE_HEADERS = {
 _TERMINATOR = re.compile(
     rb'data:\s*\[DONE\]|"finish_reason"\s*:\s*"|"type"\s*:\s*"response\.(?:completed|incomplete|failed)"'
 )
-_CARRY = 64  # bytes kept from one chunk to the next, so a terminator split across chunks is still seen
+# The terminator is in the last events of a stream (the finish_reason chunk, perhaps a usage chunk, [DONE]):
+# only the last chunks are kept (references, not copies) and searched once, when the stream has ended.
+_KEPT_CHUNKS = 16
 
 
 class StreamEnd:
-    """Feed it the bytes as they pass; ``complete`` once the upstream has said the stream is over."""
+    """Feed it the chunks as they pass; ``complete`` says whether the upstream ended the stream itself."""
 
-    __slots__ = ("_tail", "complete")
+    __slots__ = ("_last",)
 
     def __init__(self) -> None:
-        self.complete = False
-        self._tail = b""
+        self._last: deque[bytes] = deque(maxlen=_KEPT_CHUNKS)
 
     def feed(self, chunk: bytes) -> None:
-        if self.complete:
-            return
-        data = self._tail + chunk
-        if _TERMINATOR.search(data):
-            self.complete = True
-        self._tail = data[-_CARRY:]
+        self._last.append(chunk)
+
+    @property
+    def complete(self) -> bool:
+        return _TERMINATOR.search(b"".join(self._last)) is not None
 
 
 @dataclass(slots=True)
