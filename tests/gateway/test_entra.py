@@ -181,3 +181,14 @@ async def test_a_remembered_token_still_expires(upstreams, gateway, tenant, cloc
         clock.advance(3601)
         with pytest.raises(openai.AuthenticationError, match="expired"):
             await client.chat.completions.create(**CHAT)
+
+
+async def test_a_burst_of_first_requests_fetches_the_keys_once(upstreams, gateway, tenant, clock):
+    import asyncio
+
+    a = await upstreams(name="a")
+    gw = await gateway([a], **entra_settings(tenant))
+    async with gw.client(api_key=tenant.token(clock.wall())) as client:
+        answers = await asyncio.gather(*(client.chat.completions.create(**CHAT) for _ in range(8)))
+    assert all(answer.choices for answer in answers)
+    assert tenant.fetches == 1
