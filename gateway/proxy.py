@@ -16,8 +16,10 @@ as much as the rest of the gateway's own work — which is why the earlier code 
 beside it. Waiting is left to the client: when every backend is throttled we answer 429 with the soonest
 recovery as Retry-After.
 
-Generic over the endpoint: anything with the ``Proxied`` shape (the body to send as is, the model to route by,
-whether it streams, the conversation key) goes through the same flow.
+Generic over the endpoint: anything with the ``Proxied`` shape (the model to route by, whether it streams, the
+conversation key, which backends can answer it and what goes to each) goes through the same flow. What goes to a
+backend is an ``Outbound`` (gateway/apis.py): the API to call there, the bytes, and the translation that turns
+the answer back into the client's API — a Responses request to a chat-only backend is rewritten both ways.
 """
 
 from __future__ import annotations
