@@ -113,3 +113,23 @@ async def test_in_flight_counts_every_api():
         await asyncio.gather(client.embeddings.create(model="m", input="x"),
                              client.responses.create(model="m", input="x"))
     assert upstream.max_in_flight == 2 and upstream.in_flight == 0
+
+
+async def test_native_responses_match_the_sdks_types_strictly():
+    import aiohttp
+    import orjson
+    import pydantic
+    from openai.types.responses import Response, ResponseStreamEvent
+
+    event_type = pydantic.TypeAdapter(ResponseStreamEvent)
+    upstream = FakeUpstream(name="a", reply_text="strict shapes")
+    async with upstream.serve(), aiohttp.ClientSession() as http:
+        url = f"{upstream.openai_url}/responses"
+        async with http.post(url, json={"model": "m", "input": "x"}) as answer:
+            Response.model_validate(await answer.json())
+        async with http.post(url, json={"model": "m", "input": "x", "stream": True}) as answer:
+            text = await answer.read()
+    events = [event_type.validate_python(orjson.loads(block.split(b"data: ", 1)[1]))
+              for block in text.split(b"\n\n") if block]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].type == "response.completed"
