@@ -56,7 +56,7 @@ class Accounting:
         if usage is None:
             series.answered(0, 0)
         else:
-            series.answered(usage.prompt_tokens, usage.completion_tokens)
+            series.answered(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
     def ttfb(self, record: RequestRecord, backend: str, seconds: float) -> None:
         record.ttfb = seconds
@@ -118,6 +118,10 @@ class Accounting:
         if record.usage is not None:
             fields["prompt_tokens"] = record.usage.prompt_tokens
             fields["completion_tokens"] = record.usage.completion_tokens
+            reuse = record.usage.prompt_reuse
+            if reuse is not None:  # how much of the prompt the backend's cache held: affinity, measured
+                fields["cached_tokens"] = record.usage.cached_tokens
+                fields["prompt_reuse"] = round(reuse, 3)
         if record.affinity is not None:
             fields["affinity"] = record.affinity
             self._metrics.affinity_result(record.affinity)

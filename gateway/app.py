@@ -14,6 +14,7 @@ from gateway.azure_auth import EntraTokenProvider, default_credential
 from gateway.backend_state import BreakerPolicy
 from gateway.balancer import Balancer
 from gateway.clock import Clock, SystemClock
+from gateway.entra import EntraVerifier, policy_from_settings
 from gateway.guard import Guard
 from gateway.health import health_checks_ctx
 from gateway.metrics import GatewayMetrics
@@ -21,6 +22,7 @@ from gateway.models_catalog import ModelsCatalog
 from gateway.outcome import CooldownPolicy
 from gateway.proxy import Proxy
 from gateway.readiness import Readiness
+from gateway.responses.owners import ResponseOwners
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
 from gateway.transports import create_transport
@@ -47,12 +49,25 @@ def create_app(
     )
     app[keys.BALANCER] = balancer
     app[keys.METRICS] = GatewayMetrics(balancer)
+    app[keys.RESPONSE_OWNERS] = ResponseOwners(settings.affinity_capacity)
 
     app.cleanup_ctx.append(_azure_credentials_ctx(azure_credential))
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(health_checks_ctx)
-    setup_routes(app, Guard(settings.api_keys))
+    setup_routes(app, Guard(settings.api_keys, _entra_verifier(app, settings, clock)))
     return app
+
+
+def _entra_verifier(app: web.Application, settings: GatewaySettings, clock: Clock) -> EntraVerifier | None:
+    """Inbound Entra ID tokens, when configured; the tenant's keys are fetched through the upstream client."""
+    policy = policy_from_settings(settings)
+    if policy is None:
+        return None
+
+    async def fetch(url: str) -> tuple[int | None, bytes]:
+        return await app[keys.UPSTREAM].probe(url)
+
+    return EntraVerifier(policy, fetch, wall=clock.wall, monotonic=clock.monotonic)
 
 
 def _azure_credentials_ctx(credential: Any) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gateway.llama_server import ReportedLoad
 from gateway.outcome import BreakerEffect, Verdict
 from gateway.settings import BackendConfig
 
@@ -57,6 +58,8 @@ class BackendState:
         "reachable",
         "recovering",
         "weight",
+        "reported_load",
+        "foreign_load",
     )
 
     def __init__(self, config: BackendConfig) -> None:
@@ -74,6 +77,10 @@ class BackendState:
         self.recovering = False  # throttled since its last success: the next request is a probe
         self.reachable = True
         self.health_detail = ""
+        # What a llama-server backend last said of its own load (gateway/health.py), and how much of it is
+        # not ours: requests of other clients (another gateway replica), which the balancer counts as load.
+        self.reported_load: ReportedLoad | None = None
+        self.foreign_load = 0
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -181,6 +188,11 @@ class BackendState:
             self.ejected_until = now + period
             return period
         return None
+
+    def record_reported_load(self, load: ReportedLoad | None) -> None:
+        """The backend's own count of requests processing and waiting, minus ours at the moment it answered."""
+        self.reported_load = load
+        self.foreign_load = 0 if load is None else max(0, load.processing + load.deferred - self.in_flight)
 
     def record_health(self, reachable: bool, detail: str = "") -> bool:
         """Store an active health-check result; returns True when it changed."""

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway import keys
+from gateway.entra import EntraVerifier
 from gateway.errors import GatewayError, PayloadTooLarge, Unauthorized, error_body, error_response
 from gateway.logs import bound_logger
 
@@ -57,8 +58,9 @@ class Guard:
     Built by each worker process for its own app, so each has its own request-id generator.
     """
 
-    def __init__(self, api_keys: tuple[str, ...]) -> None:
+    def __init__(self, api_keys: tuple[str, ...], entra: EntraVerifier | None = None) -> None:
         self._accepted = tuple(key.encode() for key in api_keys)
+        self._entra = entra  # inbound Entra ID tokens, accepted besides the keys
         # Request ids need to be unique, not secret: 64 random bits per process and a counter, instead of a
         # system call per request.
         self._id_prefix = f"{random.SystemRandom().getrandbits(64):016x}"
@@ -73,6 +75,7 @@ class Guard:
     def __call__(self, handler: Handler, *, public: bool = False) -> Handler:
         """``public``: no key needed (probes and scrapes, so orchestrators and Prometheus need none)."""
         accepted = () if public else self._accepted
+        checked = not public and bool(self._accepted or self._entra)
         log = self._log
 
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -81,10 +84,10 @@ class Guard:
                 request_id = self.new_request_id()
             request[keys.REQUEST_ID] = request_id
             try:
-                if accepted and not key_is_valid(_presented_key(request), accepted):
-                    raise Unauthorized(
-                        "Incorrect or missing API key: send 'Authorization: Bearer <key>' or 'api-key'."
-                    )
+                if checked:
+                    presented = _presented_key(request)
+                    if not key_is_valid(presented, accepted):
+                        await self._check_token(presented)
                 response = await handler(request)
             except GatewayError as error:
                 response = error_response(error)
@@ -108,3 +111,12 @@ class Guard:
 
         guarded.__name__ = guarded.__qualname__ = f"guarded_{handler.__name__}"
         return guarded
+
+    async def _check_token(self, presented: str | None) -> None:
+        """Not one of the keys: an Entra ID token, if those are accepted, or a 401."""
+        if self._entra is not None and presented is not None and self._entra.looks_like_jwt(presented):
+            await self._entra.verify(presented)  # raises InvalidToken (401) saying why not
+            return
+        if self._entra is not None and not self._accepted:
+            raise Unauthorized("Missing Entra ID token: send 'Authorization: Bearer <access token>'.")
+        raise Unauthorized("Incorrect or missing API key: send 'Authorization: Bearer <key>' or 'api-key'.")

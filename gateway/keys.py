@@ -11,6 +11,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.models_catalog import ModelsCatalog
 from gateway.proxy import Proxy
 from gateway.readiness import Readiness
+from gateway.responses.owners import ResponseOwners
 from gateway.settings import GatewaySettings
 from gateway.upstream import UpstreamClient
 
@@ -22,6 +23,7 @@ AZURE_TOKEN: web.AppKey[EntraTokenProvider | None] = web.AppKey("azure_token")
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
 PROXY = web.AppKey("proxy", Proxy)
 MODELS_CATALOG = web.AppKey("models_catalog", ModelsCatalog)
+RESPONSE_OWNERS = web.AppKey("response_owners", ResponseOwners)
 READINESS = web.AppKey("readiness", Readiness)
 
 REQUEST_ID = web.RequestKey("request_id", str)

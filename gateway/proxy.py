@@ -16,8 +16,10 @@ as much as the rest of the gateway's own work — which is why the earlier code 
 beside it. Waiting is left to the client: when every backend is throttled we answer 429 with the soonest
 recovery as Retry-After.
 
-Generic over the endpoint: anything with the ``Proxied`` shape (the body to send as is, the model to route by,
-whether it streams, the conversation key) goes through the same flow.
+Generic over the endpoint: anything with the ``Proxied`` shape (the model to route by, whether it streams, the
+conversation key, which backends can answer it and what goes to each) goes through the same flow. What goes to a
+backend is an ``Outbound`` (gateway/apis.py): the API to call there, the bytes, and the translation that turns
+the answer back into the client's API — a Responses request to a chat-only backend is rewritten both ways.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.accounting import Accounting, RequestRecord
 from gateway.affinity import AffinityStore
+from gateway.apis import Outbound, Translation
 from gateway.backend_state import BackendState
 from gateway.balancer import Balancer, Lease
 from gateway.clock import Clock
@@ -39,17 +42,35 @@ from gateway.errors import AllBackendsThrottled, GatewayError, UpstreamUnavailab
 from gateway.outcome import SUCCEEDED, CooldownPolicy, classify
 from gateway.relay import relay_stream
 from gateway.request_body import read_body
-from gateway.upstream import UpstreamClient, UpstreamError, UpstreamStatusError, forwardable_headers
+from gateway.settings import BackendConfig
+from gateway.upstream import (
+    UpstreamClient,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamStatusError,
+    forwardable_headers,
+)
 from gateway.usage import usage_from_body
 
 
 class Proxied(Protocol):
     """What the proxy needs of a parsed client request, whatever the endpoint."""
 
-    body: bytes  # what goes upstream
     model: str | None  # routes the request (backends' ``models``)
     stream: bool  # the client asked for SSE
     affinity_key: bytes | None  # the conversation, when affinity routing is on
+
+    def served_by(self, backend: BackendConfig) -> bool:
+        """Whether this backend can answer it (natively or translated): the API table, ``gateway.apis``."""
+        ...
+
+    def unserved(self) -> GatewayError:
+        """The answer when no backend for the model can."""
+        ...
+
+    def for_backend(self, backend: BackendConfig) -> Outbound:
+        """What goes to this backend: its API, the bytes, and how its answer comes back."""
+        ...
 
 
 Parse = Callable[[bytes, web.Request], Proxied]
@@ -100,7 +121,9 @@ class Proxy:
             self._accounting.finish(record, status)
 
     async def _attempts(self, request: web.Request, proxied: Proxied, record: RequestRecord) -> web.StreamResponse:
-        candidates = self._balancer.candidates(proxied.model)
+        candidates = [c for c in self._balancer.candidates(proxied.model) if proxied.served_by(c.config)]
+        if not candidates:
+            raise proxied.unserved()
         deadline = self._clock.monotonic() + self._balancer.queue_timeout
         preferred = None
         if self.affinity is not None and proxied.affinity_key is not None:
@@ -148,15 +171,18 @@ class Proxy:
         record.attempts += 1
         backend = lease.backend.config
         sent = time.perf_counter()
+        outbound = proxied.for_backend(backend)
+        translation = outbound.translation
         try:
-            upstream = await self._upstream.chat_completion(backend, proxied.body, record.request_id)
+            upstream = await self._upstream.chat_completion(backend, outbound.body, record.request_id, outbound.api)
             lease.accepted()
             try:
                 self._accounting.ttfb(record, backend.name, time.perf_counter() - sent)
                 headers = self._headers(upstream.headers, lease, record)
                 if proxied.stream and upstream.content_type == "text/event-stream":
                     async with aclosing(upstream.iter_chunks()) as chunks:
-                        relayed = await relay_stream(request, upstream.status, headers, chunks, backend)
+                        relayed = await relay_stream(request, upstream.status, headers, chunks, backend,
+                                                     translation.stream() if translation is not None else None)
                     record.backend = backend.name
                     record.usage = relayed.usage
                     record.client_gone = relayed.client_gone
@@ -171,6 +197,8 @@ class Proxy:
                     if body is None:  # not all of it has arrived yet
                         body = await upstream.read()
                     record.usage = usage_from_body(body)
+                    if translation is not None:
+                        body = _translated(translation, body, backend)
                     response = web.Response(status=upstream.status, body=body, headers=headers)
             finally:
                 upstream.close()  # back to the pool if read to the end; otherwise the upstream request is aborted
@@ -219,3 +247,11 @@ class Proxy:
             headers["x-gateway-backend"] = lease.backend.name
             headers["x-gateway-attempts"] = str(record.attempts)
         return headers
+
+
+def _translated(translation: Translation, body: bytes, backend: BackendConfig) -> bytes:
+    """The upstream's answer in the client's API; an answer that cannot be read is this backend's failure."""
+    try:
+        return translation.answer(body)
+    except (ValueError, TypeError) as exc:
+        raise UpstreamConnectionError(backend, f"{backend.name} sent an answer that could not be read: {exc}") from None

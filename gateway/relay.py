@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.apis import StreamTranslation
 from gateway.errors import sse_error_event
 from gateway.settings import BackendConfig
 from gateway.upstream import UpstreamConnectionError, UpstreamError
@@ -78,8 +79,12 @@ async def relay_stream(
     headers: CIMultiDict[str],
     chunks: AsyncIterator[bytes],
     backend: BackendConfig,
+    translation: StreamTranslation | None = None,
 ) -> Relayed:
-    """Relay ``chunks``; raises UpstreamError only while nothing has been sent (failover is still possible)."""
+    """Relay ``chunks``; raises UpstreamError only while nothing has been sent (failover is still possible).
+
+    With a ``translation`` the client gets the stream rewritten into its API; completeness and usage are still
+    read from what the upstream sent."""
     sniffer = StreamUsageSniffer()
     end = StreamEnd()
     first = b""
@@ -95,11 +100,20 @@ async def relay_stream(
     try:
         sniffer.feed(first)
         end.feed(first)
-        await response.write(first)
-        async for chunk in chunks:
-            sniffer.feed(chunk)
-            end.feed(chunk)
-            await response.write(chunk)
+        if translation is None:
+            await response.write(first)
+            async for chunk in chunks:
+                sniffer.feed(chunk)
+                end.feed(chunk)
+                await response.write(chunk)
+        else:
+            await response.write(translation.start() + translation.feed(first))
+            async for chunk in chunks:
+                sniffer.feed(chunk)
+                end.feed(chunk)
+                translated = translation.feed(chunk)
+                if translated:
+                    await response.write(translated)
         if not end.complete:
             error = truncated(backend)
     except UpstreamError as failure:
@@ -110,7 +124,12 @@ async def relay_stream(
     try:
         if error is not None:
             # Bytes already reached the client: no failover now. End with an error event the SDK raises.
-            await response.write(sse_error_event(f"Upstream stream interrupted: {error.message}", "stream_interrupted"))
+            message = f"Upstream stream interrupted: {error.message}"
+            await response.write(
+                sse_error_event(message, "stream_interrupted") if translation is None else translation.fail(message)
+            )
+        elif translation is not None:
+            await response.write(translation.finish())
         await response.write_eof()
     except ConnectionError:
         return Relayed(response, sniffer.usage, error, client_gone=True)

@@ -27,7 +27,32 @@ from pydantic_settings import (
 class BackendKind(StrEnum):
     OPENAI = "openai"
     LLAMACPP = "llamacpp"
+    # llama.cpp's own server: capacity (/props total_slots), readiness (/health) and load (/metrics) are read
+    # from it, and its answers say how much of each prompt its cache held (gateway/llama_server.py).
+    LLAMA_SERVER = "llama-server"
     AZURE = "azure"
+
+    @property
+    def is_llama_cpp(self) -> bool:
+        """Either llama.cpp server: health-checked, and worth conversation affinity (its KV cache)."""
+        return self in (BackendKind.LLAMACPP, BackendKind.LLAMA_SERVER)
+
+
+class Api(StrEnum):
+    """The model APIs a backend may serve (``apis``; defaults per kind in ``gateway.apis``)."""
+
+    CHAT = "chat"
+    RESPONSES = "responses"
+    EMBEDDINGS = "embeddings"
+    COMPLETIONS = "completions"
+
+
+DEFAULT_APIS: dict[BackendKind, tuple[Api, ...]] = {
+    BackendKind.OPENAI: (Api.CHAT, Api.RESPONSES, Api.EMBEDDINGS, Api.COMPLETIONS),
+    BackendKind.AZURE: (Api.CHAT, Api.RESPONSES, Api.EMBEDDINGS, Api.COMPLETIONS),
+    BackendKind.LLAMA_SERVER: (Api.CHAT, Api.EMBEDDINGS, Api.COMPLETIONS),
+    BackendKind.LLAMACPP: (Api.CHAT, Api.COMPLETIONS),
+}
 
 
 class RoutingStrategy(StrEnum):
@@ -52,6 +77,7 @@ class BackendConfig(BaseModel):
     weight: int = Field(default=1, ge=1, le=1000)
     max_concurrency: int | None = Field(default=None, ge=1)
     models: tuple[str, ...] | None = None
+    apis: tuple[Api, ...] | None = None  # None: the kind's defaults (DEFAULT_APIS)
 
     @field_validator("url")
     @classmethod
@@ -83,6 +109,11 @@ class BackendConfig(BaseModel):
 
     def serves(self, model: str | None) -> bool:
         return model is None or self.models is None or model in self.models
+
+    @cached_property
+    def served_apis(self) -> frozenset[Api]:
+        """``apis``, or the kind's defaults (``DEFAULT_APIS``; gateway/apis.py says why they are so)."""
+        return frozenset(self.apis if self.apis is not None else DEFAULT_APIS[self.kind])
 
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
@@ -122,6 +153,14 @@ class GatewaySettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     backends: Annotated[list[BackendConfig], NoDecode] = Field(min_length=1)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
+    # Inbound Entra ID access tokens, besides api_keys: on when a tenant (or an issuer and a JWKS URL) is set.
+    entra_tenant_id: str | None = None
+    entra_issuers: Annotated[tuple[str, ...], NoDecode] = ()  # default: the tenant's v1 and v2 issuers
+    entra_audiences: Annotated[tuple[str, ...], NoDecode] = ()  # default: https://cognitiveservices.azure.com
+    entra_jwks_url: str | None = None  # default: the tenant's keys at login.microsoftonline.com
+    entra_allowed_clients: Annotated[tuple[str, ...], NoDecode] = ()  # appid / azp / oid; empty: any
+    entra_leeway: float = Field(default=60.0, ge=0, le=600, description="clock skew allowed, seconds")
+    entra_jwks_refresh: float = Field(default=300.0, ge=0, description="least seconds between JWKS refreshes")
 
     routing: RoutingStrategy = RoutingStrategy.AUTO
     # Conversation affinity: "auto" turns it on when any backend is llama.cpp (whose KV cache it exploits).
@@ -163,7 +202,7 @@ class GatewaySettings(BaseSettings):
     @property
     def affinity_enabled(self) -> bool:
         if self.affinity == "auto":
-            return any(backend.kind is BackendKind.LLAMACPP for backend in self.backends)
+            return any(backend.kind.is_llama_cpp for backend in self.backends)
         return self.affinity == "on"
 
     @field_validator("backends", mode="before")
@@ -187,6 +226,21 @@ class GatewaySettings(BaseSettings):
         if isinstance(value, str):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
+
+    @field_validator("entra_issuers", "entra_audiences", "entra_allowed_clients", mode="before")
+    @classmethod
+    def _parse_entra_lists(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _entra_is_complete(self) -> GatewaySettings:
+        others = self.entra_issuers or self.entra_audiences or self.entra_allowed_clients or self.entra_jwks_url
+        if not self.entra_tenant_id and others and not (self.entra_issuers and self.entra_jwks_url):
+            raise ValueError("Entra ID tokens need GATEWAY_ENTRA_TENANT_ID, or both GATEWAY_ENTRA_ISSUERS "
+                                 "and GATEWAY_ENTRA_JWKS_URL")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -32,10 +32,11 @@ from typing import Protocol
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.apis import api_url
 from gateway.decoding import Decoder, DecodingError, decode_whole, decoder_for
 from gateway.errors import error_body
 from gateway.http1 import ConnectTimeout, Http1Error, ReadTimeout, is_safe_header_value
-from gateway.settings import BackendConfig, BackendKind
+from gateway.settings import Api, BackendConfig, BackendKind
 from gateway.transports import RawResponse, Transport
 
 ERROR_BODY_LIMIT = 64 * 1024  # an error answer is a short JSON message; more is read as "too large"
@@ -198,11 +199,12 @@ class UpstreamClient:
                 headers["Authorization"] = f"Bearer {backend.api_key}"
         return headers
 
-    def _route(self, backend: BackendConfig) -> _Route:
-        route = self._routes.get(backend.name)
+    def _route(self, backend: BackendConfig, api: Api) -> _Route:
+        key = backend.name if api is Api.CHAT else f"{backend.name} {api}"
+        route = self._routes.get(key)
         if route is None:
-            route = self._routes[backend.name] = _Route(
-                self._transport.route("POST", backend.chat_completions_url, self._auth_headers(backend)),
+            route = self._routes[key] = _Route(
+                self._transport.route("POST", api_url(backend, api), self._auth_headers(backend)),
                 # llama-cpp-python answers a non-UUID X-Request-ID with an empty 400.
                 uuid_request_ids=backend.kind is BackendKind.LLAMACPP,
                 entra=backend.kind is BackendKind.AZURE and not backend.api_key,
@@ -220,14 +222,17 @@ class UpstreamClient:
             raise UpstreamConnectionError(backend, "the Entra ID token is not a valid header value")
         return "Authorization", f"Bearer {token}"
 
-    async def chat_completion(self, backend: BackendConfig, body: bytes, request_id: str) -> UpstreamResponse:
-        """Send a chat completion; returns the response once a 2xx status and headers have arrived.
+    async def chat_completion(
+        self, backend: BackendConfig, body: bytes, request_id: str, api: Api = Api.CHAT
+    ) -> UpstreamResponse:
+        """Send a chat completion (or a request to another of the backend's ``api``s); returns the response
+        once a 2xx status and headers have arrived.
 
         A non-2xx answer is read (up to ``ERROR_BODY_LIMIT``) and raised as UpstreamStatusError. The caller
         must ``close()`` the response: that aborts the upstream request if the body was not read to the end,
         which is how a client disconnect frees a llama.cpp slot.
         """
-        route = self._route(backend)
+        route = self._route(backend, api)
         extra: tuple[tuple[str, str], ...] = ()
         # A client's own request id may be anything: it is passed on only where the backend accepts it.
         # (Not one with CR or LF: it would smuggle a header of its own.)

@@ -6,7 +6,13 @@ import orjson
 from aiohttp import web
 
 from gateway import keys
+from gateway.affinity import conversation_key
 from gateway.chat_request import ChatRequest, parse_chat_request
+from gateway.completions_request import CompletionsRequest, parse_completions_request
+from gateway.embeddings_request import EmbeddingsRequest, parse_embeddings_request
+from gateway.errors import ModelNotFound
+from gateway.responses import parse_responses_request
+from gateway.responses.translation import ResponsesCall
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -19,9 +25,45 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await proxy.serve(request, request[keys.REQUEST_ID], parse)
 
 
+async def responses(request: web.Request) -> web.StreamResponse:
+    proxy = request.app[keys.PROXY]
+    owners = request.app[keys.RESPONSE_OWNERS]
+    affinity = proxy.affinity is not None
+
+    def parse(raw: bytes, request: web.Request) -> ResponsesCall:
+        parsed = parse_responses_request(raw, deployment=request.match_info.get("deployment"))
+        key = conversation_key(parsed.model, parsed.messages) if affinity and parsed.messages else None
+        return ResponsesCall(parsed, owners, key)
+
+    return await proxy.serve(request, request[keys.REQUEST_ID], parse)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    def parse(raw: bytes, request: web.Request) -> EmbeddingsRequest:
+        return parse_embeddings_request(raw, deployment=request.match_info.get("deployment"))
+
+    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], parse)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    def parse(raw: bytes, request: web.Request) -> CompletionsRequest:
+        return parse_completions_request(raw, deployment=request.match_info.get("deployment"))
+
+    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], parse)
+
+
 async def list_models(request: web.Request) -> web.Response:
     listing = await request.app[keys.MODELS_CATALOG].listing()
     return web.Response(body=orjson.dumps(listing), content_type="application/json")
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    wanted = request.match_info["model"]
+    listing = await request.app[keys.MODELS_CATALOG].listing()
+    for model in listing["data"]:
+        if model["id"] == wanted:
+            return web.Response(body=orjson.dumps(model), content_type="application/json")
+    raise ModelNotFound(f"The model {wanted!r} does not exist or no backend serves it.")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -53,4 +95,7 @@ async def no_route(request: web.Request) -> web.Response:
     raise web.HTTPNotFound()
 
 
-__all__ = ["chat_completions", "healthz", "list_models", "metrics", "no_route", "readyz"]
+__all__ = [
+    "chat_completions", "completions", "embeddings", "healthz", "list_models", "metrics", "no_route", "readyz",
+    "responses", "retrieve_model",
+]
