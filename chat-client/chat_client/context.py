@@ -8,6 +8,7 @@ page but are no longer sent. Pure functions: no I/O, no settings.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -90,7 +91,7 @@ def build_prompt(
 def _answered_pairs(turns: Sequence[Turn]) -> list[Turn]:
     """The question/answer pairs of `turns`, in order: a user turn directly followed by an assistant turn."""
     pairs: list[Turn] = []
-    for question, answer in zip(turns, turns[1:], strict=False):
+    for question, answer in itertools.pairwise(turns):
         if question.role == "user" and answer.role == "assistant":
             pairs += [question, answer]
     return pairs
