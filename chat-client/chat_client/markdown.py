@@ -33,7 +33,7 @@ ALLOWED_URL_SCHEMES = {"http", "https", "mailto"}
 
 
 def render_markdown(text: str) -> str:
-    html = _MARKDOWN.render(text)
+    html = _MARKDOWN.render(text).strip()
     return nh3.clean(
         html,
         tags=ALLOWED_TAGS,

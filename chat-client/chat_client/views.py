@@ -126,6 +126,7 @@ class Row:
     message: Message | None
     placeholder: str | None = None  # "writing" (a reply is being written) or "missing" (it failed)
     retry_for: int | None = None  # the user message a Retry button would answer again
+    position: int | None = None  # of the missing reply (live updates find its row by position)
 
 
 def conversation(messages: Sequence[Message], writing: Callable[[int], bool]) -> list[Row]:
@@ -141,7 +142,11 @@ def conversation(messages: Sequence[Message], writing: Callable[[int], bool]) ->
         rows.append(Row(message))
         if message.role == "user" and message.position + 1 not in by_position:
             if writing(message.position + 1):
-                rows.append(Row(None, placeholder="writing"))
+                rows.append(
+                    Row(None, placeholder="writing", retry_for=message.id, position=message.position + 1)
+                )
             else:
-                rows.append(Row(None, placeholder="missing", retry_for=message.id))
+                rows.append(
+                    Row(None, placeholder="missing", retry_for=message.id, position=message.position + 1)
+                )
     return rows
