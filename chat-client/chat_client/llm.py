@@ -57,6 +57,7 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
     """The app's one client (and Entra credential, if any), closed when the app stops."""
     credential = None
     client: AsyncOpenAI
+    target: str | None
     common = {"timeout": settings.request_timeout, "max_retries": 0}
     if settings.openai_host in ("azure", "azure_custom"):
         auth: dict[str, object]

@@ -6,6 +6,8 @@ POST /v1/chat/completions (stream) and POST /v1/responses (stream, the event seq
 
 `hold_after`: stream that many pieces, then wait until `release()` (a reply "still being written", to
 stop it, reload, or watch it from another tab). `disconnects` counts streams whose client went away.
+`fail_with`: after the pieces, end the stream with this error message (an `error` event of the Responses
+API; an error object in the chat completions stream, as the gateway sends when a backend breaks off).
 """
 
 from __future__ import annotations
@@ -22,11 +24,20 @@ from aiohttp.test_utils import TestServer
 
 
 class ScriptedModel:
-    def __init__(self, pieces: list[str], *, delay: float = 0.0, hold_after: int | None = None) -> None:
+    def __init__(
+        self,
+        pieces: list[str],
+        *,
+        delay: float = 0.0,
+        hold_after: int | None = None,
+        fail_with: str | None = None,
+    ) -> None:
         self.pieces = pieces
+        self.fail_with = fail_with
         self.delay = delay
         self.hold_after = hold_after
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.seen: list[tuple[str, str | None]] = []  # (path, Authorization header) of each request
         self.disconnects = 0
         self.gate = asyncio.Event()
         self.url = ""
@@ -39,9 +50,11 @@ class ScriptedModel:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_post("/openai/v1/responses", self._responses)  # Azure OpenAI's v1 API
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         self.url = str(server.make_url("/v1"))
+        self.root = str(server.make_url(""))
         try:
             yield self
         finally:
@@ -71,6 +84,7 @@ class ScriptedModel:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(("chat", body))
+        self.seen.append((request.path, request.headers.get("Authorization")))
 
         async def events() -> AsyncIterator[bytes]:
             def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
@@ -86,6 +100,10 @@ class ScriptedModel:
             yield chunk({"role": "assistant", "content": ""}, None)
             async for piece in self._pieces():
                 yield chunk({"content": piece}, None)
+            if self.fail_with is not None:
+                error = {"error": {"message": self.fail_with, "type": "server_error", "code": None}}
+                yield b"data: " + json.dumps(error).encode() + b"\n\n"
+                return
             yield chunk({}, "stop")
             yield b"data: [DONE]\n\n"
 
@@ -94,6 +112,7 @@ class ScriptedModel:
     async def _responses(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(("responses", body))
+        self.seen.append((request.path, request.headers.get("Authorization")))
         created = int(time.time())
         sequence = iter(range(1_000_000))
 
@@ -132,6 +151,9 @@ class ScriptedModel:
             async for piece in self._pieces():
                 text += piece
                 yield event("response.output_text.delta", delta=piece, logprobs=[], **where)
+            if self.fail_with is not None:
+                yield event("error", message=self.fail_with, code="server_error", param=None)
+                return
             yield event("response.output_text.done", text=text, logprobs=[], **where)
             part = {"type": "output_text", "text": text, "annotations": []}
             yield event("response.content_part.done", part=part, **where)
