@@ -6,6 +6,7 @@ keeps its newlines) over chat completions or the Responses API, and can hold a r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -380,3 +381,26 @@ async def test_the_whole_journey(chromium, chat_app, database_url):
             assert problems == []
         finally:
             await context.close()
+
+
+@pytest.mark.browser
+async def test_a_reply_that_finishes_between_page_load_and_live_stream_still_shows(browser_page, chat_app):
+    page = browser_page
+    async with ScriptedModel(WORDS, hold_after=2).serve() as model:
+        app = await chat_app(openai_base_url=model.url)
+        chat_url = await start_chatting(page, str(app.client.make_url("/")))
+        await page.fill("#content", "Tell me a story")
+        await page.press("#content", "Enter")
+        await page.locator("li.msg.assistant.streaming").wait_for()
+        # The page is rendered while the reply is written; the reply ends before the live stream connects.
+        await page.route(
+            "**/live?*",
+            lambda route: asyncio.get_running_loop().call_later(
+                0.5, lambda: asyncio.ensure_future(route.continue_())
+            ),
+        )
+        await page.reload()
+        assert "still being written" in await page.locator("li.msg.assistant").text_content()
+        model.release()
+        await page.locator("li.msg.assistant:not(.streaming)", has_text="everyone waited").wait_for()
+        assert page.problems == []

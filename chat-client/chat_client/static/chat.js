@@ -48,6 +48,8 @@
     }
     if (button.dataset.chatId === chatId) {
       window.location.assign("/");
+    } else if (!chatId) {
+      window.location.reload(); // the start page lists the chats twice
     } else {
       row?.closest("li").remove();
     }
@@ -471,19 +473,34 @@
     }
     item.querySelector(".note")?.remove();
     item.querySelector(".actions")?.remove();
-    item.classList.remove("failed", "incomplete", "stopped");
+    item.classList.remove("failed", "incomplete", "stopped", "pending");
     item.classList.add("streaming");
     return item;
   }
 
-  let greeted = false;
+  // What was stored before the live stream (re)connected: messages from other tabs, and replies that were
+  // being written when the page was rendered but finished before the stream opened.
+  async function reconcile() {
+    if (busy) return; // this tab's own send is in flight; its stream shows it
+    let messages;
+    try {
+      messages = (await (await fetch(`/api/chats/${chatId}/messages`, { credentials: "same-origin" })).json()).messages;
+    } catch {
+      return;
+    }
+    for (const message of messages) {
+      const row = rowAt(message.position);
+      if (row && (row.dataset.id === String(message.id) || row.classList.contains("streaming") && !row.classList.contains("pending"))) continue;
+      const item = row ?? bubble(message.role, message.content, message.position);
+      if (message.role === "assistant") showMessage(item, message);
+      else item.dataset.id = message.id;
+    }
+    redecorate();
+  }
+
   const live = new EventSource(`/api/chats/${chatId}/live?tab=${tabId}`);
   const on = (name, handle) => live.addEventListener(name, (event) => handle(JSON.parse(event.data)));
-  on("hello", () => {
-    // After a dropped connection events may have been missed: show the stored state again.
-    if (greeted && !busy) window.location.reload();
-    greeted = true;
-  });
+  on("hello", () => reconcile());
   on("user", (data) => {
     if (list.querySelector(`li.msg[data-id="${data.message.id}"]`)) return;
     const follow = nearEnd();
