@@ -204,21 +204,22 @@ async def test_the_defects_a_first_time_user_hit(browser_page, chat_app, upstrea
     assert await contrast(page, "li.msg.assistant", "borderTopColor") >= 3
     assert page.problems == [] or all("503" in problem for problem in page.problems)
 
+    # On a phone (no Shift key) Enter types a new line, and the layout fits 390 px.
+    await on_a_phone_enter_types_a_new_line(page.context.browser, str(app.client.make_url("/")))
+
 
 async def center(locator: Any) -> tuple[float, float]:
     box = await locator.bounding_box()
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
-@pytest.mark.browser
-async def test_on_a_phone_enter_types_a_new_line(chromium, chat_app):
+async def on_a_phone_enter_types_a_new_line(chromium: Any, base: str) -> None:
     context = await chromium.new_context(
         viewport={"width": 390, "height": 800}, is_mobile=True, has_touch=True
     )
     try:
         page = await open_page(context, problems := [])
-        app = await chat_app()
-        await start_chatting(page, str(app.client.make_url("/")))
+        await start_chatting(page, base)
         await page.fill("#content", "line one")
         await page.press("#content", "Enter")
         await page.keyboard.type("line two")
@@ -232,7 +233,7 @@ async def test_on_a_phone_enter_types_a_new_line(chromium, chat_app):
 
 
 @pytest.mark.browser
-async def test_a_message_sent_from_another_tab_appears_live(chromium, chat_app):
+async def test_live_updates_from_another_tab_and_after_a_reload(chromium, chat_app):
     async with ScriptedModel(WORDS, hold_after=3).serve() as model:
         app = await chat_app(openai_base_url=model.url)
         context = await chromium.new_context()
@@ -259,6 +260,15 @@ async def test_a_message_sent_from_another_tab_appears_live(chromium, chat_app):
             assert problems == []
         finally:
             await context.close()
+
+    # A page rendered while a reply is written, whose live stream opens only after the reply ended.
+    context = await chromium.new_context()
+    try:
+        page = await open_page(context, problems := [])
+        await a_reply_that_finishes_before_the_live_stream_opens_still_shows(page, chat_app)
+        assert problems == []
+    finally:
+        await context.close()
 
 
 DOCS = Path(__file__).parents[2] / "chat-client" / "docs"
@@ -383,12 +393,10 @@ async def test_the_whole_journey(chromium, chat_app, database_url):
             await context.close()
 
 
-@pytest.mark.browser
-async def test_a_reply_that_finishes_between_page_load_and_live_stream_still_shows(browser_page, chat_app):
-    page = browser_page
+async def a_reply_that_finishes_before_the_live_stream_opens_still_shows(page: Any, chat_app: Any) -> None:
     async with ScriptedModel(WORDS, hold_after=2).serve() as model:
         app = await chat_app(openai_base_url=model.url)
-        chat_url = await start_chatting(page, str(app.client.make_url("/")))
+        await start_chatting(page, str(app.client.make_url("/")))
         await page.fill("#content", "Tell me a story")
         await page.press("#content", "Enter")
         await page.locator("li.msg.assistant.streaming").wait_for()
@@ -403,4 +411,3 @@ async def test_a_reply_that_finishes_between_page_load_and_live_stream_still_sho
         assert "still being written" in await page.locator("li.msg.assistant").text_content()
         model.release()
         await page.locator("li.msg.assistant:not(.streaming)", has_text="everyone waited").wait_for()
-        assert page.problems == []
