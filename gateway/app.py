@@ -8,17 +8,22 @@ from typing import Any
 from aiohttp import web
 
 from gateway import keys
+from gateway.accounting import Accounting
 from gateway.affinity import AffinityTable
 from gateway.azure_auth import EntraTokenProvider, default_credential
 from gateway.backend_state import BreakerPolicy
 from gateway.balancer import Balancer
 from gateway.clock import Clock, SystemClock
+from gateway.entra import EntraVerifier, policy_from_settings
 from gateway.guard import Guard
 from gateway.health import health_checks_ctx
 from gateway.http1 import ConnectionPool
 from gateway.metrics import GatewayMetrics
 from gateway.models_catalog import ModelsCatalog
-from gateway.proxy import ChatProxy
+from gateway.outcome import CooldownPolicy
+from gateway.proxy import Proxy
+from gateway.readiness import Readiness
+from gateway.responses.owners import ResponseOwners
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
 from gateway.upstream import UpstreamClient
@@ -39,16 +44,30 @@ def create_app(
         queue_timeout=settings.queue_timeout,
         queue_max=settings.queue_max,
         queue_aging=settings.queue_aging,
+        breaker=BreakerPolicy(settings.eject_after_failures, settings.eject_base, settings.eject_max),
         now=clock.monotonic,
     )
     app[keys.BALANCER] = balancer
     app[keys.METRICS] = GatewayMetrics(balancer)
+    app[keys.RESPONSE_OWNERS] = ResponseOwners(settings.affinity_capacity)
 
     app.cleanup_ctx.append(_azure_credentials_ctx(azure_credential))
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(health_checks_ctx)
-    setup_routes(app, Guard(settings.api_keys))
+    setup_routes(app, Guard(settings.api_keys, _entra_verifier(app, settings, clock)))
     return app
+
+
+def _entra_verifier(app: web.Application, settings: GatewaySettings, clock: Clock) -> EntraVerifier | None:
+    """Inbound Entra ID tokens, when configured; the tenant's keys are fetched through the upstream client."""
+    policy = policy_from_settings(settings)
+    if policy is None:
+        return None
+
+    async def fetch(url: str) -> tuple[int | None, bytes]:
+        return await app[keys.UPSTREAM].probe(url)
+
+    return EntraVerifier(policy, fetch, wall=clock.wall, monotonic=clock.monotonic)
 
 
 def _azure_credentials_ctx(credential: Any):
@@ -78,15 +97,16 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.UPSTREAM] = upstream
     app[keys.MODELS_CATALOG] = ModelsCatalog(app[keys.BALANCER], upstream)
-    app[keys.PROXY] = ChatProxy(
+    app[keys.READINESS] = Readiness(
+        app[keys.BALANCER], upstream, interval=settings.health_interval, now=app[keys.CLOCK].monotonic
+    )
+    app[keys.PROXY] = Proxy(
         balancer=app[keys.BALANCER],
         upstream=upstream,
-        metrics=app[keys.METRICS],
+        accounting=Accounting(app[keys.METRICS]),
         clock=app[keys.CLOCK],
         max_attempts=settings.max_attempts,
-        cooldown_default=settings.cooldown_default,
-        cooldown_max=settings.cooldown_max,
-        breaker=BreakerPolicy(settings.eject_after_failures, settings.eject_base, settings.eject_max),
+        cooldown=CooldownPolicy(settings.cooldown_default, settings.cooldown_max),
         expose_routing_headers=settings.expose_routing_headers,
         affinity=AffinityTable(settings.affinity_capacity) if settings.affinity_enabled else None,
     )

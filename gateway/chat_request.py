@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import orjson
 
 from gateway.affinity import conversation_key
+from gateway.apis import PassThrough
 from gateway.errors import BadRequest
+from gateway.settings import Api
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is several times slower
-class ChatRequest:
+class ChatRequest(PassThrough):
+    api: ClassVar[Api] = Api.CHAT
     body: bytes  # what goes upstream: the client's bytes, untouched unless a field had to be added
     model: str | None
     stream: bool
@@ -60,7 +64,8 @@ def _check_messages(messages: object) -> None:
         # One test per message while all is well; _reject_message finds what is wrong and says so.
         if not (
             isinstance(message, dict)
-            and message.get("role") in _ROLES
+            and isinstance(message.get("role"), str)
+            and message["role"] in _ROLES
             and isinstance(message.get("content"), _CONTENT_TYPES)
         ):
             _reject_message(messages)
@@ -74,7 +79,7 @@ def _reject_message(messages: list) -> None:
         if not isinstance(message, dict):
             raise BadRequest(f"'messages[{index}]' must be an object.", param=f"messages[{index}]")
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise BadRequest(
                 f"'messages[{index}].role' must be one of {', '.join(sorted(_ROLES))}; got {role!r}.",
                 param=f"messages[{index}].role",

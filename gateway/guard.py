@@ -11,11 +11,13 @@ from __future__ import annotations
 import hmac
 import itertools
 import random
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from gateway import keys
+from gateway.entra import EntraVerifier
 from gateway.errors import GatewayError, PayloadTooLarge, Unauthorized, error_body, error_response
 from gateway.logs import bound_logger
 
@@ -29,6 +31,16 @@ def _presented_key(request: web.Request) -> str | None:
         if scheme.lower() == "bearer" and token:
             return token.strip()
     return request.headers.get("api-key")
+
+
+# A client's own request id is echoed, logged and forwarded upstream: only a short one of plain characters
+# (UUIDs, ULIDs, OpenTelemetry-style ids), so it can neither bloat every line nor smuggle anything into a header
+# or a log. Anything else is replaced by one of ours.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _is_acceptable_request_id(value: str) -> bool:
+    return _REQUEST_ID.fullmatch(value) is not None
 
 
 def key_is_valid(presented: str | None, accepted: tuple[bytes, ...]) -> bool:
@@ -46,8 +58,9 @@ class Guard:
     Built by each worker process for its own app, so each has its own request-id generator.
     """
 
-    def __init__(self, api_keys: tuple[str, ...]) -> None:
+    def __init__(self, api_keys: tuple[str, ...], entra: EntraVerifier | None = None) -> None:
         self._accepted = tuple(key.encode() for key in api_keys)
+        self._entra = entra  # inbound Entra ID tokens, accepted besides the keys
         # Request ids need to be unique, not secret: 64 random bits per process and a counter, instead of a
         # system call per request.
         self._id_prefix = f"{random.SystemRandom().getrandbits(64):016x}"
@@ -62,16 +75,19 @@ class Guard:
     def __call__(self, handler: Handler, *, public: bool = False) -> Handler:
         """``public``: no key needed (probes and scrapes, so orchestrators and Prometheus need none)."""
         accepted = () if public else self._accepted
+        checked = not public and bool(self._accepted or self._entra)
         log = self._log
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            request_id = request.headers.get("x-request-id") or self.new_request_id()
+            request_id = request.headers.get("x-request-id")
+            if request_id is None or not _is_acceptable_request_id(request_id):
+                request_id = self.new_request_id()
             request[keys.REQUEST_ID] = request_id
             try:
-                if accepted and not key_is_valid(_presented_key(request), accepted):
-                    raise Unauthorized(
-                        "Incorrect or missing API key: send 'Authorization: Bearer <key>' or 'api-key'."
-                    )
+                if checked:
+                    presented = _presented_key(request)
+                    if not key_is_valid(presented, accepted):
+                        await self._check_token(presented)
                 response = await handler(request)
             except GatewayError as error:
                 response = error_response(error)
@@ -95,3 +111,12 @@ class Guard:
 
         guarded.__name__ = guarded.__qualname__ = f"guarded_{handler.__name__}"
         return guarded
+
+    async def _check_token(self, presented: str | None) -> None:
+        """Not one of the keys: an Entra ID token, if those are accepted, or a 401."""
+        if self._entra is not None and presented is not None and self._entra.looks_like_jwt(presented):
+            await self._entra.verify(presented)  # raises InvalidToken (401) saying why not
+            return
+        if self._entra is not None and not self._accepted:
+            raise Unauthorized("Missing Entra ID token: send 'Authorization: Bearer <access token>'.")
+        raise Unauthorized("Incorrect or missing API key: send 'Authorization: Bearer <key>' or 'api-key'.")

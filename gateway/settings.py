@@ -27,7 +27,24 @@ from pydantic_settings import (
 class BackendKind(StrEnum):
     OPENAI = "openai"
     LLAMACPP = "llamacpp"
+    # llama.cpp's own server: capacity (/props total_slots), readiness (/health) and load (/metrics) are read
+    # from it, and its answers say how much of each prompt its cache held (gateway/llama_server.py).
+    LLAMA_SERVER = "llama-server"
     AZURE = "azure"
+
+    @property
+    def is_llama_cpp(self) -> bool:
+        """Either llama.cpp server: health-checked, and worth conversation affinity (its KV cache)."""
+        return self in (BackendKind.LLAMACPP, BackendKind.LLAMA_SERVER)
+
+
+class Api(StrEnum):
+    """The model APIs a backend may serve (``apis``; defaults per kind in ``gateway.apis``)."""
+
+    CHAT = "chat"
+    RESPONSES = "responses"
+    EMBEDDINGS = "embeddings"
+    COMPLETIONS = "completions"
 
 
 class RoutingStrategy(StrEnum):
@@ -52,13 +69,14 @@ class BackendConfig(BaseModel):
     weight: int = Field(default=1, ge=1, le=1000)
     max_concurrency: int | None = Field(default=None, ge=1)
     models: tuple[str, ...] | None = None
+    apis: tuple[Api, ...] | None = None  # None: the kind's defaults (gateway.apis.DEFAULT_APIS)
 
     @field_validator("url")
     @classmethod
     def _url_is_http(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"must be an http(s) URL, got {url!r}")
+            raise ValueError(f"must be an http(s) URL, got {without_userinfo(url)!r}")
         return url.rstrip("/")
 
     @model_validator(mode="after")
@@ -69,7 +87,8 @@ class BackendConfig(BaseModel):
 
     @cached_property
     def host(self) -> str:
-        return urlsplit(self.url).netloc
+        """Host and port, for logs: never the URL's ``user:password@``."""
+        return _host_port(urlsplit(self.url).netloc)
 
     @property
     def chat_completions_url(self) -> str:
@@ -87,6 +106,18 @@ class BackendConfig(BaseModel):
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
 
+def _host_port(netloc: str) -> str:
+    return netloc.rpartition("@")[2]
+
+
+def without_userinfo(url: str) -> str:
+    """``http://user:secret@h:1/v1`` → ``http://h:1/v1``: what may be shown of a URL (logs, errors, /readyz)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=_host_port(parts.netloc)).geturl()
+
+
 def _backends_from_text(raw: str) -> list[Any]:
     """Accept a JSON array of backend objects, or a plain comma-separated list of URLs."""
     raw = raw.strip()
@@ -96,7 +127,7 @@ def _backends_from_text(raw: str) -> list[Any]:
         return json.loads(raw)  # a JSONDecodeError becomes a validation error naming the field
     backends = []
     for url in filter(None, (part.strip() for part in raw.split(","))):
-        host = urlsplit(url).netloc or url
+        host = _host_port(urlsplit(url).netloc) or without_userinfo(url)
         backends.append({"name": host.replace("[", "").replace("]", ""), "url": url})
     return backends
 
@@ -108,6 +139,14 @@ class GatewaySettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     backends: Annotated[list[BackendConfig], NoDecode] = Field(min_length=1)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), repr=False)
+    # Inbound Entra ID access tokens, besides api_keys: on when a tenant (or an issuer and a JWKS URL) is set.
+    entra_tenant_id: str | None = None
+    entra_issuers: Annotated[tuple[str, ...], NoDecode] = ()  # default: the tenant's v1 and v2 issuers
+    entra_audiences: Annotated[tuple[str, ...], NoDecode] = ()  # default: https://cognitiveservices.azure.com
+    entra_jwks_url: str | None = None  # default: the tenant's keys at login.microsoftonline.com
+    entra_allowed_clients: Annotated[tuple[str, ...], NoDecode] = ()  # appid / azp / oid; empty: any
+    entra_leeway: float = Field(default=60.0, ge=0, le=600, description="clock skew allowed, seconds")
+    entra_jwks_refresh: float = Field(default=300.0, ge=0, description="least seconds between JWKS refreshes")
 
     routing: RoutingStrategy = RoutingStrategy.AUTO
     # Conversation affinity: "auto" turns it on when any backend is llama.cpp (whose KV cache it exploits).
@@ -139,7 +178,7 @@ class GatewaySettings(BaseSettings):
     @property
     def affinity_enabled(self) -> bool:
         if self.affinity == "auto":
-            return any(backend.kind is BackendKind.LLAMACPP for backend in self.backends)
+            return any(backend.kind.is_llama_cpp for backend in self.backends)
         return self.affinity == "on"
 
     @field_validator("backends", mode="before")
@@ -163,6 +202,21 @@ class GatewaySettings(BaseSettings):
         if isinstance(value, str):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
+
+    @field_validator("entra_issuers", "entra_audiences", "entra_allowed_clients", mode="before")
+    @classmethod
+    def _parse_entra_lists(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _entra_is_complete(self) -> GatewaySettings:
+        others = self.entra_issuers or self.entra_audiences or self.entra_allowed_clients or self.entra_jwks_url
+        if not self.entra_tenant_id and others and not (self.entra_issuers and self.entra_jwks_url):
+            raise ValueError("Entra ID tokens need GATEWAY_ENTRA_TENANT_ID, or both GATEWAY_ENTRA_ISSUERS "
+                                 "and GATEWAY_ENTRA_JWKS_URL")
+        return self
 
     @classmethod
     def settings_customise_sources(

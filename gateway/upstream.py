@@ -15,10 +15,12 @@ own exception tree, so the rest of the gateway never sees a socket or parser exc
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.apis import api_url
 from gateway.http1 import (
     ConnectionPool,
     ConnectTimeout,
@@ -30,9 +32,47 @@ from gateway.http1 import (
     is_safe_header_value,
     request_head,
 )
-from gateway.settings import BackendConfig, BackendKind
+from gateway.settings import Api, BackendConfig, BackendKind
 
 TokenProvider = Callable[[], Awaitable[str]]
+
+
+class UpstreamResponse(Protocol):
+    """What the proxy may use of an upstream's 2xx answer, whatever client fetched it.
+
+    Status and headers have arrived; the body is taken with ``take_body``, ``read`` or ``iter_chunks``, whose
+    failures are already ``UpstreamError``s (never a socket or parser exception). ``close`` must always be called:
+    it returns a fully read connection to its pool and aborts the upstream request otherwise, which is how a
+    client disconnect frees a llama.cpp slot.
+    """
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """As the upstream sent them; ``forwardable_headers`` picks what may be copied onto our answer."""
+        ...
+
+    @property
+    def content_type(self) -> str:
+        """The media type alone, lower case (``text/event-stream``), "" when none was sent."""
+        ...
+
+    def take_body(self) -> bytes | None:
+        """The whole body if it has all arrived already (no await: the common case of a small answer);
+        None when some is still to come, for ``read``."""
+        ...
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        ...
+
+    def iter_chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body as it arrives, piece by piece, never buffered whole."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class UpstreamError(Exception):
@@ -95,7 +135,7 @@ class _Route:
     """Per backend, built on first use: where it is, the fixed part of every request's header block, and
     which per-request headers it takes."""
 
-    __slots__ = ("origin", "head", "uuid_request_ids", "entra")
+    __slots__ = ("entra", "head", "origin", "uuid_request_ids")
 
     def __init__(self, origin: Origin, head: bytes, *, uuid_request_ids: bool, entra: bool) -> None:
         self.origin = origin
@@ -131,11 +171,12 @@ class UpstreamClient:
                 headers["Authorization"] = f"Bearer {backend.api_key}"
         return headers
 
-    def _route(self, backend: BackendConfig) -> _Route:
-        route = self._routes.get(backend.name)
+    def _route(self, backend: BackendConfig, api: Api) -> _Route:
+        key = backend.name if api is Api.CHAT else f"{backend.name} {api}"
+        route = self._routes.get(key)
         if route is None:
-            origin, target = Origin.of(backend.chat_completions_url)
-            route = self._routes[backend.name] = _Route(
+            origin, target = Origin.of(api_url(backend, api))
+            route = self._routes[key] = _Route(
                 origin,
                 request_head("POST", target, origin, self._auth_headers(backend)),
                 # llama-cpp-python answers a non-UUID X-Request-ID with an empty 400.
@@ -153,14 +194,17 @@ class UpstreamClient:
             raise UpstreamConnectionError(backend, f"could not get an Entra ID token: {exc}") from exc
         return header_line("Authorization", f"Bearer {token}")
 
-    async def chat_completion(self, backend: BackendConfig, body: bytes, request_id: str) -> Response:
-        """Send a chat completion; returns the response once a 2xx status and headers have arrived.
+    async def chat_completion(
+        self, backend: BackendConfig, body: bytes, request_id: str, api: Api = Api.CHAT
+    ) -> UpstreamResponse:
+        """Send a chat completion (or a request to another of the backend's ``api``s); returns the response
+        once a 2xx status and headers have arrived.
 
         A non-2xx answer is read whole (error bodies are small) and raised as UpstreamStatusError. The caller
         must ``close()`` the response: that aborts the upstream request if the body was not read to the end,
         which is how a client disconnect frees a llama.cpp slot.
         """
-        route = self._route(backend)
+        route = self._route(backend, api)
         head = route.head
         # A client's own request id may be anything: it is passed on only where the backend accepts it.
         # (Not one with CR or LF: it would smuggle a header of its own.)
@@ -184,21 +228,7 @@ class UpstreamClient:
             finally:
                 response.close()
             raise UpstreamStatusError(backend, response.status, response.headers, error_body)
-        return response
-
-    async def read_body(self, backend: BackendConfig, response: Response) -> bytes:
-        try:
-            return await response.read()
-        except Http1Error as exc:
-            raise _translate(backend, exc, "stalled while sending its answer", "dropped the answer") from exc
-
-    async def iter_chunks(self, backend: BackendConfig, response: Response) -> AsyncIterator[bytes]:
-        """The body as the upstream sends it, chunk by chunk, never buffered whole."""
-        try:
-            async for chunk in response.iter_chunks():
-                yield chunk
-        except Http1Error as exc:
-            raise _translate(backend, exc, "stalled mid-stream", "broke off mid-stream") from exc
+        return _Http1Answer(backend, response)
 
     async def probe(self, url: str, backend: BackendConfig | None = None) -> tuple[int | None, bytes]:
         """GET a health or listing URL: (status, body), or (None, reason) when it could not be reached."""
@@ -209,6 +239,47 @@ class UpstreamClient:
             return None, b"timed out"
         except (Http1Error, ValueError) as exc:
             return None, str(exc).encode()
+
+
+class _Http1Answer:
+    """``UpstreamResponse`` over ``gateway.http1``'s ``Response``: its errors translated to ours."""
+
+    __slots__ = ("_backend", "_response")
+
+    def __init__(self, backend: BackendConfig, response: Response) -> None:
+        self._backend = backend
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._response.headers
+
+    @property
+    def content_type(self) -> str:
+        return self._response.content_type
+
+    def take_body(self) -> bytes | None:
+        return self._response.take_body()
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except Http1Error as exc:
+            raise _translate(self._backend, exc, "stalled while sending its answer", "dropped the answer") from exc
+
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
+        try:
+            async for chunk in self._response.iter_chunks():
+                yield chunk
+        except Http1Error as exc:
+            raise _translate(self._backend, exc, "stalled mid-stream", "broke off mid-stream") from exc
+
+    def close(self) -> None:
+        self._response.close()
 
 
 def _translate(backend: BackendConfig, exc: Http1Error, timed_out: str, broken: str) -> UpstreamError:

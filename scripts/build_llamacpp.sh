@@ -28,7 +28,8 @@ flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF
        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON
        -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_AVX512=OFF
        -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON '-DCMAKE_INSTALL_RPATH=$ORIGIN')
-if cpu_has avx2 && cpu_has fma && cpu_has f16c && cpu_has bmi2; then
+# LLAMA_CPP_LEVEL=x86-64 forces the baseline build (for a CPU on which the v3 build fails its proof).
+if [ "${LLAMA_CPP_LEVEL:-}" != x86-64 ] && cpu_has avx2 && cpu_has fma && cpu_has f16c && cpu_has bmi2; then
   level=x86-64-v3
 else
   level=x86-64
@@ -82,8 +83,9 @@ if [ "$(cat "$site/llama_cpp/lib/.build" 2>/dev/null)" != "$out" ]; then
     --no-cache-dir --no-binary llama-cpp-python --force-reinstall --no-deps \
     "$root/src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz"
   "$VENV/bin/pip" install -q --disable-pip-version-check "llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION"
-  mkdir -p "$site/llama_cpp/lib"
-  cp -a "$out"/bin/lib*.so* "$site/llama_cpp/lib/"
+  rm -rf "$site/llama_cpp/lib"; mkdir -p "$site/llama_cpp/lib"  # nothing left from another build
+  # What llama_cpp loads (llama, ggml, mtmd) and what those link to; not llama-server's own libraries.
+  cp -a "$out"/bin/lib{llama,ggml,ggml-base,ggml-cpu,mtmd}.so* "$site/llama_cpp/lib/"
   echo "$out" > "$site/llama_cpp/lib/.build"
 fi
 echo "$out"

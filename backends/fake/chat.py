@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from .errors import error_for_status
 from .keys import RECORD, RENDERER, UPSTREAM
+from .llama_server import prompt_text, timings
 from .recording import RecordedRequest
 from .responses import authorized, error_response, invalid_api_key
 from .script import Reply, token_budget_exceeded
@@ -22,11 +23,54 @@ if TYPE_CHECKING:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    opened = await open_request(request)
+    if isinstance(opened, web.StreamResponse):
+        return opened
+    upstream, record, body = opened
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return error_response(400, "Missing required parameter: 'messages'.", "invalid_request_error",
+                              "missing_required_parameter", param="messages")
+    record.stream = body.get("stream") is True
+
+    tokens, finish_reason = completion_tokens(upstream.reply_text, max_tokens_of(body))
+    prompt_tokens = estimate_prompt_tokens(messages)
+    played = await play_turn(request, upstream, record, prompt_tokens + len(tokens))
+    if isinstance(played, web.StreamResponse):
+        return played
+    reply, headers = played
+
+    renderer = request.app[RENDERER]
+    completion_id, created = renderer.next_id(), int(time.time())
+    model = body["model"] if isinstance(body.get("model"), str) else upstream.model
+    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
+                             "total_tokens": prompt_tokens + len(tokens)}
+    llama_fields = _llama_server_fields(upstream, messages, prompt_tokens, tokens, usage)
+    if record.stream:
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        events = stream_events(completion_id=completion_id, created=created, model=model, tokens=tokens,
+                               finish_reason=finish_reason, usage=usage if include_usage else None,
+                               last_extra=llama_fields)
+        return await send_events(request, record, reply, headers, events, timed=max(1, len(tokens)),
+                                 token_delay=upstream.token_delay)
+    payload = renderer.render(completion_id=completion_id, created=created, model=model,
+                              text=" ".join(tokens), finish_reason=finish_reason,
+                              prompt_tokens=prompt_tokens, completion_tokens=len(tokens))
+    if llama_fields is not None:
+        payload = orjson.dumps({**orjson.loads(payload), "usage": usage, **llama_fields})
+    return await send(request, record, reply, 200, headers, payload, "application/json")
+
+
+async def open_request(
+    request: web.Request,
+) -> tuple[FakeUpstream, RecordedRequest, dict[str, Any]] | web.Response:
+    """What every API route checks first, as the real services do: the key, the Azure deployment and
+    api-version, and a JSON object body. An early answer, or (upstream, record, body)."""
     upstream = request.app[UPSTREAM]
     record = request[RECORD]
     if not authorized(request, upstream.api_key):
         return invalid_api_key()
-
     deployment = request.match_info.get("deployment")
     if deployment is not None:
         record.deployment = deployment
@@ -40,7 +84,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 "invalid_request_error",
                 "DeploymentNotFound",
             )
-
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
@@ -49,20 +92,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not isinstance(body, dict):
         return error_response(400, "The request body must be a JSON object.", "invalid_request_error", None)
     record.json = body
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return error_response(400, "Missing required parameter: 'messages'.", "invalid_request_error",
-                              "missing_required_parameter", param="messages")
-    record.stream = body.get("stream") is True
+    return upstream, record, body
 
-    tokens, finish_reason = completion_tokens(upstream.reply_text, max_tokens_of(body))
-    prompt_tokens = estimate_prompt_tokens(messages)
-    reply, headers = _choose_reply(upstream, prompt_tokens + len(tokens))
 
+async def play_turn(request: web.Request, upstream: FakeUpstream, record: RecordedRequest, cost: int
+                    ) -> tuple[Reply, dict[str, str]] | web.StreamResponse:
+    """The next scripted reply, after its delay: (reply, headers) for a normal answer, else the answer itself
+    (a scripted status, or a dropped connection)."""
+    reply, headers = _choose_reply(upstream, cost)
     pause = upstream.latency + reply.delay
     if pause > 0:
         await asyncio.sleep(pause)
-
     if reply.drop_connection:
         _abort(request, record)
         # Never written: the socket is gone. aiohttp notices that quietly.
@@ -70,23 +110,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     headers.update(reply.headers)
     if not reply.is_normal_completion:
         return await _scripted(request, record, reply, headers)
+    return reply, headers
 
-    renderer = request.app[RENDERER]
-    completion_id, created = renderer.next_id(), int(time.time())
-    model = body["model"] if isinstance(body.get("model"), str) else upstream.model
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
-             "total_tokens": prompt_tokens + len(tokens)}
-    if record.stream:
-        options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        events = stream_events(completion_id=completion_id, created=created, model=model, tokens=tokens,
-                               finish_reason=finish_reason, usage=usage if include_usage else None)
-        return await _stream(request, record, reply, headers, events, timed=max(1, len(tokens)),
-                             token_delay=upstream.token_delay)
-    payload = renderer.render(completion_id=completion_id, created=created, model=model,
-                              text=" ".join(tokens), finish_reason=finish_reason,
-                              prompt_tokens=prompt_tokens, completion_tokens=len(tokens))
-    return await _send(request, record, reply, 200, headers, payload, "application/json")
+
+def _llama_server_fields(upstream: FakeUpstream, messages: list[Any], prompt_tokens: int, tokens: list[str],
+                         usage: dict[str, Any]) -> dict[str, Any] | None:
+    """As llama-server: how much of the prompt its cache held (`timings`, and `cached_tokens` in `usage`)."""
+    if not upstream.llama_server:
+        return None
+    prompt = prompt_text(messages)
+    cache_n = upstream.prompt_cache.reused_tokens(prompt, prompt_tokens)
+    upstream.prompt_cache.remember(prompt, " ".join(tokens))
+    usage["prompt_tokens_details"] = {"cached_tokens": cache_n}
+    return {"timings": timings(cache_n, prompt_tokens, len(tokens))}
 
 
 def _choose_reply(upstream: FakeUpstream, cost: int) -> tuple[Reply, dict[str, str]]:
@@ -113,10 +149,10 @@ async def _scripted(request: web.Request, record: RecordedRequest, reply: Reply,
     else:
         content_type = "application/json"
         payload = orjson.dumps(body)
-    return await _send(request, record, reply, reply.status, headers, payload, content_type)
+    return await send(request, record, reply, reply.status, headers, payload, content_type)
 
 
-async def _send(request: web.Request, record: RecordedRequest, reply: Reply, status: int,
+async def send(request: web.Request, record: RecordedRequest, reply: Reply, status: int,
                 headers: dict[str, str], payload: bytes, content_type: str) -> web.StreamResponse:
     if not any(name.lower() == "content-type" for name in headers):
         headers["Content-Type"] = content_type
@@ -136,7 +172,7 @@ async def _send(request: web.Request, record: RecordedRequest, reply: Reply, sta
     return response
 
 
-async def _stream(request: web.Request, record: RecordedRequest, reply: Reply, headers: dict[str, str],
+async def send_events(request: web.Request, record: RecordedRequest, reply: Reply, headers: dict[str, str],
                   events: list[bytes], *, timed: int, token_delay: float) -> web.StreamResponse:
     """Write SSE events one by one; `timed` events after the first are each preceded by `token_delay`."""
     headers.update({"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})

@@ -14,8 +14,8 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]  # names lower-cased
     arrived_at: float  # by the upstream's clock
-    kind: str  # "chat", "models", "health" or "other" (unknown path)
-    json: Any = None  # the parsed body of a chat request
+    kind: str  # "chat", "responses", "embeddings", "completions", "models", "health" or "other" (unknown path)
+    json: Any = None  # the parsed body of an API request
     deployment: str | None = None  # Azure-style paths only
     stream: bool = False
     status: int | None = None  # None: no HTTP response was sent (dropped connection)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import chat, control, probes
+from . import chat, control, embeddings, llama_server, probes, responses_api, text_completions
 
 
 def setup_routes(app: web.Application) -> None:
@@ -13,10 +13,27 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/openai/v1/chat/completions", chat.chat_completions, name="chat.azure-v1")
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", chat.chat_completions,
                         name="chat.azure-deployment")
+    # The other APIs, on the same paths as OpenAI's and Azure's (v1, classic per-deployment, and the
+    # preview /openai/responses).
+    app.router.add_post("/v1/responses", responses_api.responses, name="responses")
+    app.router.add_post("/openai/v1/responses", responses_api.responses, name="responses.azure-v1")
+    app.router.add_post("/openai/responses", responses_api.responses, name="responses.azure")
+    app.router.add_post("/v1/embeddings", embeddings.embeddings, name="embeddings")
+    app.router.add_post("/openai/v1/embeddings", embeddings.embeddings, name="embeddings.azure-v1")
+    app.router.add_post("/openai/deployments/{deployment}/embeddings", embeddings.embeddings,
+                        name="embeddings.azure-deployment")
+    app.router.add_post("/v1/completions", text_completions.completions, name="completions")
+    app.router.add_post("/openai/v1/completions", text_completions.completions, name="completions.azure-v1")
+    app.router.add_post("/openai/deployments/{deployment}/completions", text_completions.completions,
+                        name="completions.azure-deployment")
     app.router.add_get("/v1/models", probes.models, name="models")
     app.router.add_get("/openai/models", probes.models, name="models.azure")
     app.router.add_get("/openai/v1/models", probes.models, name="models.azure-v1")
     app.router.add_get("/health", probes.health, name="health")
+    # llama-server's own endpoints: 404 unless the fake poses as one.
+    app.router.add_get("/props", llama_server.props, name="props")
+    app.router.add_get("/slots", llama_server.slots, name="slots")
+    app.router.add_get("/metrics", llama_server.metrics, name="metrics")
     app.router.add_post(control.PREFIX + "script", control.set_script)
     app.router.add_get(control.PREFIX + "stats", control.stats)
     app.router.add_post(control.PREFIX + "reset", control.reset)

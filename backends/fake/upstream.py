@@ -12,10 +12,14 @@ from aiohttp import web
 
 from .app import make_app
 from .budget import TokenBudget
+from .llama_server import PromptCache
 from .recording import ChatStats, RecordedRequest
 from .script import Reply, as_reply
 from .server import serve
 from .tokens import DEFAULT_REPLY_TEXT
+
+# The model APIs the fake serves; each consumes the one script (health and model listings do not).
+API_KINDS = frozenset({"chat", "responses", "embeddings", "completions"})
 
 
 @dataclass(eq=False)
@@ -31,7 +35,7 @@ class FakeUpstream:
     api_key: str | None = None
     # When set, Azure-style /openai/deployments/{d}/... paths for another deployment answer 404.
     deployment: str | None = None
-    # One Reply per chat request, consumed in order (a bare int means Reply(status=int)); then `default`.
+    # One Reply per API request (chat, responses, embeddings, completions), consumed in order (a bare int means Reply(status=int)); then `default`.
     script: list[Reply] = field(default_factory=list)
     default: Reply = field(default_factory=Reply)
     # Split on whitespace into the tokens of a normal completion.
@@ -45,17 +49,27 @@ class FakeUpstream:
     clock: Callable[[], float] = time.monotonic
     # Keep only the most recent records (None: all). Counters in stats() are never trimmed.
     keep_requests: int | None = None
+    # Pose as llama.cpp's llama-server: /props, /slots, /metrics, and `timings` with prompt-cache reuse in
+    # every completion (see llama_server.py). `total_slots` is its --parallel; `requests_deferred` adds
+    # requests it reports as waiting (queued by clients other than the one under test).
+    llama_server: bool = False
+    total_slots: int = 1
+    requests_deferred: int = 0
+    cached_conversations: int = 8
+    metrics_endpoint: bool = True  # False: /metrics answers 501, as llama-server started without --metrics
 
     requests: list[RecordedRequest] = field(default_factory=list, init=False, repr=False)
-    in_flight: int = field(default=0, init=False)  # chat requests being answered now
+    in_flight: int = field(default=0, init=False)  # API requests (chat, responses, ...) being answered now
     max_in_flight: int = field(default=0, init=False)
     base_url: str | None = field(default=None, init=False)  # set while serve() runs
     _stats: ChatStats = field(default_factory=ChatStats, init=False, repr=False)
     _budget: TokenBudget | None = field(default=None, init=False, repr=False)
+    prompt_cache: PromptCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Copy: consuming the script must not eat the caller's list.
         self.set_script(self.script, default=self.default)
+        self.prompt_cache = PromptCache(self.cached_conversations)
 
     @property
     def openai_url(self) -> str | None:
@@ -69,6 +83,10 @@ class FakeUpstream:
     @property
     def chat_requests(self) -> list[RecordedRequest]:
         return [record for record in self.requests if record.kind == "chat"]
+
+    def requests_of(self, kind: str) -> list[RecordedRequest]:
+        """Records of one API: "chat", "responses", "embeddings" or "completions"."""
+        return [record for record in self.requests if record.kind == kind]
 
     def set_script(self, script: Iterable[Reply | int], default: Reply | int | None = None) -> None:
         """Replace the remaining script (and the default reply, if given)."""
@@ -107,15 +125,17 @@ class FakeUpstream:
         self.requests.append(record)
         if self.keep_requests is not None and len(self.requests) > self.keep_requests:
             del self.requests[: len(self.requests) - self.keep_requests]
-        if record.kind == "chat":
-            self._stats.arrived()
+        if record.kind in API_KINDS:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if record.kind == "chat":
+            self._stats.arrived()
 
     def finish(self, record: RecordedRequest) -> None:
         record.finished_at = self.clock()
-        if record.kind == "chat":
+        if record.kind in API_KINDS:
             self.in_flight -= 1
+        if record.kind == "chat":
             self._stats.finished(record)
 
     def make_app(self) -> web.Application:

@@ -59,3 +59,11 @@ def test_quick_run_writes_every_table(tmp_path: Path) -> None:
                     "## Memory with 100 open streams", "## Throttled upstream", "## Targets (gateway)"):
         assert heading in report
     assert "| gateway |" in report and "| direct |" in report
+
+
+async def test_responses_bench_runs_in_its_smallest_configuration() -> None:
+    from bench.responses import run
+
+    text = await run(requests=2, tokens=4, warmup=0)
+    assert "| whole: gateway, translated |" in text and "| stream: gateway, native |" in text
+    assert text.count("translation adds") == 2

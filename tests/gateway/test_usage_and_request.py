@@ -78,3 +78,15 @@ def test_usage_with_nested_details_and_odd_spacing():
     usage = usage_from_body(body)
     assert (usage.prompt_tokens, usage.completion_tokens) == (12, 4)
     assert usage_from_body(b'{"usage": {"total_tokens": 3}}') is None
+
+
+def test_usage_of_the_other_apis():
+    responses = orjson.dumps({"usage": {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0},
+                                        "output_tokens": 2, "total_tokens": 9}})
+    assert (usage_from_body(responses).prompt_tokens, usage_from_body(responses).completion_tokens) == (7, 2)
+    embeddings = orjson.dumps({"data": [], "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+    assert (usage_from_body(embeddings).prompt_tokens, usage_from_body(embeddings).completion_tokens) == (4, 0)
+    sniffer = StreamUsageSniffer()
+    sniffer.feed(b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":'
+                 b'{"input_tokens":5,"output_tokens":3,"total_tokens":8}}}\n\n')
+    assert (sniffer.usage.prompt_tokens, sniffer.usage.completion_tokens) == (5, 3)

@@ -1,0 +1,113 @@
+"""Which backend speaks which API, where each API lives on it, and what goes out on one attempt.
+
+A request for an API goes natively to a backend that serves it. The one API the gateway also translates is
+Responses: a backend that serves chat completions but not Responses gets the request rewritten as a chat
+completion, and its answer rewritten back (``gateway.responses``). Embeddings and legacy completions are only
+passed through, to backends that serve them.
+
+Defaults per kind, overridden by a backend's ``apis``:
+
+    openai        chat, responses, embeddings, completions    (OpenAI itself, vLLM, LiteLLM, another gateway)
+    azure         chat, responses, embeddings, completions    (the deployment's model decides what answers)
+    llama-server  chat, embeddings, completions               (Responses translated: see below; embeddings
+                                                               need --embeddings, which backends.llamacpp's
+                                                               launcher passes)
+    llamacpp      chat, completions                           (llama-cpp-python's server: no Responses API,
+                                                               embeddings only for a model loaded for them)
+
+llama-server does answer ``/v1/responses`` itself, but (build b1-0c1e570, the one scripts/build_llamacpp.sh
+makes) its stream events carry no ``output_index``, ``content_index`` or ``sequence_number``, and the official
+SDK's ``responses.stream()`` — what Microsoft's samples call — fails on them with a TypeError. Translated, the
+same backend streams events the SDK reads. ``tests/e2e/test_endpoints.py`` checks both facts, so a llama.cpp
+that fixes its stream shows up there; ``"apis": [..., "responses"]`` sends Responses to it natively anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from gateway.errors import GatewayError, ModelNotFound
+from gateway.settings import AZURE_DEFAULT_API_VERSION, Api, BackendConfig, BackendKind
+
+_ALL = (Api.CHAT, Api.RESPONSES, Api.EMBEDDINGS, Api.COMPLETIONS)
+# Keyed by the kind's name, so a kind added elsewhere (llama-server) joins by name.
+DEFAULT_APIS: dict[str, tuple[Api, ...]] = {
+    "openai": _ALL,
+    "azure": _ALL,
+    "llama-server": (Api.CHAT, Api.EMBEDDINGS, Api.COMPLETIONS),
+    "llamacpp": (Api.CHAT, Api.COMPLETIONS),
+}
+
+_PATHS = {Api.CHAT: "chat/completions", Api.RESPONSES: "responses", Api.EMBEDDINGS: "embeddings",
+          Api.COMPLETIONS: "completions"}
+
+
+def served_apis(backend: BackendConfig) -> tuple[Api, ...]:
+    if backend.apis is not None:
+        return backend.apis
+    return DEFAULT_APIS.get(str(backend.kind), _ALL)
+
+
+def serves(backend: BackendConfig, api: Api) -> bool:
+    return api in served_apis(backend)
+
+
+def api_url(backend: BackendConfig, api: Api) -> str:
+    """Where ``api`` lives on ``backend``. Azure: the deployment's classic path, except Responses, which Azure
+    serves on its v1 API (``/openai/v1/responses``, the deployment named as ``model``)."""
+    if backend.kind is BackendKind.AZURE:
+        if api is Api.RESPONSES:
+            return f"{backend.url}/openai/v1/responses"
+        version = backend.api_version or AZURE_DEFAULT_API_VERSION
+        return f"{backend.url}/openai/deployments/{backend.deployment}/{_PATHS[api]}?api-version={version}"
+    return f"{backend.url}/{_PATHS[api]}"
+
+
+class StreamTranslation(Protocol):
+    """Rewrites one upstream stream into the client's API as it passes (``gateway.relay``)."""
+
+    def start(self) -> bytes: ...
+    def feed(self, chunk: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+    def fail(self, message: str) -> bytes: ...
+
+
+class Translation(Protocol):
+    """How an answer in the upstream's API becomes one in the client's."""
+
+    def answer(self, body: bytes) -> bytes:
+        """A whole answer; raises ValueError or TypeError when the upstream's is not what it should be."""
+        ...
+
+    def stream(self) -> StreamTranslation: ...
+
+
+@dataclass(slots=True)
+class Outbound:
+    """What one attempt sends: to which API of the backend, which bytes, and how the answer comes back."""
+
+    api: Api
+    body: bytes
+    translation: Translation | None = None  # None: the answer is relayed as it is
+    observe: Callable[[bytes], None] | None = None  # sees a native answer's first bytes (response ids)
+
+
+class PassThrough:
+    """The ``Proxied`` methods of a request relayed as it is, to backends that serve its ``api``."""
+
+    __slots__ = ()
+    api: ClassVar[Api]
+    body: bytes
+    model: str | None
+
+    def served_by(self, backend: BackendConfig) -> bool:
+        return serves(backend, self.api)
+
+    def unserved(self) -> GatewayError:
+        model = f" for model {self.model!r}" if self.model else ""
+        return ModelNotFound(f"No backend{model} serves the {self.api} API.")
+
+    def for_backend(self, backend: BackendConfig) -> Outbound:
+        return Outbound(self.api, self.body)
