@@ -230,6 +230,7 @@
       note(item, data.code === "stopped" ? "Stopped." : data.message, data.retry_message_id);
     } else {
       item.classList.add("failed");
+      item.classList.toggle("stopped", data.code === "stopped");
       item.querySelector(".content")?.remove();
       note(item, data.code === "stopped" ? "Stopped." : data.message, data.retry_message_id);
     }
