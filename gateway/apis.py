@@ -5,7 +5,7 @@ Responses: a backend that serves chat completions but not Responses gets the req
 completion, and its answer rewritten back (``gateway.responses``). Embeddings and legacy completions are only
 passed through, to backends that serve them.
 
-Defaults per kind, overridden by a backend's ``apis``:
+Defaults per kind (``gateway.settings.DEFAULT_APIS``), overridden by a backend's ``apis``:
 
     openai        chat, responses, embeddings, completions    (OpenAI itself, vLLM, LiteLLM, another gateway)
     azure         chat, responses, embeddings, completions    (the deployment's model decides what answers)
@@ -24,34 +24,18 @@ that fixes its stream shows up there; ``"apis": [..., "responses"]`` sends Respo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from gateway.errors import GatewayError, ModelNotFound
 from gateway.settings import AZURE_DEFAULT_API_VERSION, Api, BackendConfig, BackendKind
 
-_ALL = (Api.CHAT, Api.RESPONSES, Api.EMBEDDINGS, Api.COMPLETIONS)
-# Keyed by the kind's name, so a kind added elsewhere (llama-server) joins by name.
-DEFAULT_APIS: dict[str, tuple[Api, ...]] = {
-    "openai": _ALL,
-    "azure": _ALL,
-    "llama-server": (Api.CHAT, Api.EMBEDDINGS, Api.COMPLETIONS),
-    "llamacpp": (Api.CHAT, Api.COMPLETIONS),
-}
-
 _PATHS = {Api.CHAT: "chat/completions", Api.RESPONSES: "responses", Api.EMBEDDINGS: "embeddings",
           Api.COMPLETIONS: "completions"}
 
 
-def served_apis(backend: BackendConfig) -> tuple[Api, ...]:
-    if backend.apis is not None:
-        return backend.apis
-    return DEFAULT_APIS.get(str(backend.kind), _ALL)
-
-
 def serves(backend: BackendConfig, api: Api) -> bool:
-    return api in served_apis(backend)
+    return api in backend.served_apis  # worked out once per backend: this is on every request's path
 
 
 def api_url(backend: BackendConfig, api: Api) -> str:
@@ -91,7 +75,6 @@ class Outbound:
     api: Api
     body: bytes
     translation: Translation | None = None  # None: the answer is relayed as it is
-    observe: Callable[[bytes], None] | None = None  # sees a native answer's first bytes (response ids)
 
 
 class PassThrough:
@@ -103,7 +86,7 @@ class PassThrough:
     model: str | None
 
     def served_by(self, backend: BackendConfig) -> bool:
-        return serves(backend, self.api)
+        return self.api in backend.served_apis
 
     def unserved(self) -> GatewayError:
         model = f" for model {self.model!r}" if self.model else ""

@@ -23,7 +23,7 @@ whether it streams, the conversation key) goes through the same flow.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from typing import Protocol
 
@@ -177,10 +177,7 @@ class Proxy:
                 self._accounting.ttfb(record, backend.name, time.perf_counter() - sent)
                 headers = self._headers(upstream.headers, lease, record)
                 if proxied.stream and upstream.content_type == "text/event-stream":
-                    chunks = upstream.iter_chunks()
-                    if outbound.observe is not None:
-                        chunks = _observed(chunks, outbound.observe)
-                    async with aclosing(chunks):
+                    async with aclosing(upstream.iter_chunks()) as chunks:
                         relayed = await relay_stream(request, upstream.status, headers, chunks, backend,
                                                      translation.stream() if translation is not None else None)
                     record.backend = backend.name
@@ -197,8 +194,6 @@ class Proxy:
                     if body is None:  # not all of it has arrived yet
                         body = await upstream.read()
                     record.usage = usage_from_body(body)
-                    if outbound.observe is not None:
-                        outbound.observe(body)
                     if translation is not None:
                         body = _translated(translation, body, backend)
                     response = web.Response(status=upstream.status, body=body, headers=headers)
@@ -207,8 +202,9 @@ class Proxy:
         except UpstreamError as error:
             if self._failed(lease, record, error, sent):
                 raise _Retry from None
-            assert isinstance(error, UpstreamStatusError)
-            # The client's own mistake (400, 401, 404...): the backend is fine, the answer goes back as written.
+            # Not retryable: the client's own mistake (400, 401, 404...), an UpstreamStatusError. The backend is
+            # fine, and the answer goes back as written.
+            assert isinstance(error, UpstreamStatusError) and error.status is not None
             record.backend = backend.name
             headers = self._headers(error.headers, lease, record)
             return web.Response(status=error.status, body=error.body, headers=headers)
@@ -248,18 +244,6 @@ class Proxy:
             headers["x-gateway-backend"] = lease.backend.name
             headers["x-gateway-attempts"] = str(record.attempts)
         return headers
-
-
-async def _observed(chunks: AsyncGenerator[bytes], observe: Callable[[bytes], None]) -> AsyncGenerator[bytes]:
-    """``chunks``, the first one shown to ``observe`` on its way (a native Responses stream's response id)."""
-    async with aclosing(chunks):
-        async for chunk in chunks:
-            if chunk:
-                observe(chunk)
-                yield chunk
-                break
-        async for chunk in chunks:
-            yield chunk
 
 
 def _translated(translation: Translation, body: bytes, backend: BackendConfig) -> bytes:

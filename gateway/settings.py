@@ -47,6 +47,14 @@ class Api(StrEnum):
     COMPLETIONS = "completions"
 
 
+DEFAULT_APIS: dict[BackendKind, tuple[Api, ...]] = {
+    BackendKind.OPENAI: (Api.CHAT, Api.RESPONSES, Api.EMBEDDINGS, Api.COMPLETIONS),
+    BackendKind.AZURE: (Api.CHAT, Api.RESPONSES, Api.EMBEDDINGS, Api.COMPLETIONS),
+    BackendKind.LLAMA_SERVER: (Api.CHAT, Api.EMBEDDINGS, Api.COMPLETIONS),
+    BackendKind.LLAMACPP: (Api.CHAT, Api.COMPLETIONS),
+}
+
+
 class RoutingStrategy(StrEnum):
     # Round robin for backends of unknown capacity, least-outstanding for those with a max_concurrency:
     # a CPU llama.cpp server serves one request at a time, so piling onto a busy one while another idles
@@ -69,7 +77,7 @@ class BackendConfig(BaseModel):
     weight: int = Field(default=1, ge=1, le=1000)
     max_concurrency: int | None = Field(default=None, ge=1)
     models: tuple[str, ...] | None = None
-    apis: tuple[Api, ...] | None = None  # None: the kind's defaults (gateway.apis.DEFAULT_APIS)
+    apis: tuple[Api, ...] | None = None  # None: the kind's defaults (DEFAULT_APIS)
 
     @field_validator("url")
     @classmethod
@@ -102,6 +110,11 @@ class BackendConfig(BaseModel):
     def serves(self, model: str | None) -> bool:
         return model is None or self.models is None or model in self.models
 
+    @cached_property
+    def served_apis(self) -> frozenset[Api]:
+        """``apis``, or the kind's defaults (``DEFAULT_APIS``; gateway/apis.py says why they are so)."""
+        return frozenset(self.apis if self.apis is not None else DEFAULT_APIS[self.kind])
+
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
@@ -124,7 +137,8 @@ def _backends_from_text(raw: str) -> list[Any]:
     if not raw:
         return []
     if raw.startswith("["):
-        return json.loads(raw)  # a JSONDecodeError becomes a validation error naming the field
+        parsed: list[Any] = json.loads(raw)  # a JSONDecodeError becomes a validation error naming the field
+        return parsed
     backends = []
     for url in filter(None, (part.strip() for part in raw.split(","))):
         host = _host_port(urlsplit(url).netloc) or without_userinfo(url)

@@ -26,12 +26,14 @@ class ResponseOwners:
             self._owners.move_to_end(response_id)
         return backend
 
-    def note(self, first_bytes: bytes, backend: str) -> None:
-        """Remember the response id found at the start of a native answer (whole, or a stream's first chunk)."""
-        found = _RESPONSE_ID.search(first_bytes, 0, 64 * 1024)
-        if found is None:
-            return
-        self._owners[found.group(1).decode()] = backend
-        self._owners.move_to_end(found.group(1).decode())
+    def remember(self, response_id: str, backend: str) -> None:
+        self._owners[response_id] = backend
+        self._owners.move_to_end(response_id)
         if len(self._owners) > self._capacity:
             self._owners.popitem(last=False)
+
+
+def response_id_in(data: bytes) -> str | None:
+    """The first response id in a native answer (whole, or the start of its stream), if there is one."""
+    found = _RESPONSE_ID.search(data, 0, 64 * 1024)
+    return found.group(1).decode() if found is not None else None

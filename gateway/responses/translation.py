@@ -10,6 +10,7 @@ import orjson
 from gateway.apis import Outbound, serves
 from gateway.errors import BadRequest, GatewayError, ModelNotFound
 from gateway.responses.answer import response_from_chat
+from gateway.responses.native import NativeResponses
 from gateway.responses.owners import ResponseOwners
 from gateway.responses.request import ResponsesRequest, chat_body
 from gateway.responses.stream import ResponsesStream
@@ -67,7 +68,7 @@ class ResponsesCall:
             if backend.kind is BackendKind.AZURE and backend.deployment and self.model != backend.deployment:
                 # Azure's v1 API names the deployment as the model.
                 body = orjson.dumps({**self.request.payload, "model": backend.deployment})
-            return Outbound(Api.RESPONSES, body, observe=lambda first: self._owners.note(first, backend.name))
+            return Outbound(Api.RESPONSES, body, NativeResponses(self._owners, backend.name))
         return Outbound(Api.CHAT, self._chat_body, ChatAsResponses(self.request))
 
     @cached_property

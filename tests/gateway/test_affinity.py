@@ -140,8 +140,25 @@ async def test_affinity_results_are_counted(upstreams, gateway):
             await send(client, messages)
         import aiohttp
 
-        async with aiohttp.ClientSession() as http:
-            async with http.get(gw.url + "/metrics") as response:
-                text = await response.text()
+        async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as response:
+            text = await response.text()
     assert 'gateway_affinity_total{result="new"} 1.0' in text
     assert 'gateway_affinity_total{result="hit"} 2.0' in text
+
+
+async def test_responses_turns_stick_to_their_backend_too(upstreams, gateway, capfd):
+    a, b = await upstreams(name="a"), await upstreams(name="b")
+    gw = await gateway([llama_like(a, "a"), llama_like(b, "b")])  # llamacpp: Responses translated to chat
+    cats, dogs = turns("cats", 3), turns("dogs", 3)
+    capfd.readouterr()
+    async with gw.client() as client:
+        served: dict[str, list[str]] = {"cats": [], "dogs": []}
+        for turn in range(3):
+            for name, conversation in (("cats", cats), ("dogs", dogs)):
+                raw = await client.responses.with_raw_response.create(
+                    model="fake-model", instructions="Be brief.", input=conversation[turn][1:])
+                served[name].append(raw.headers["x-gateway-backend"])
+    assert len(set(served["cats"])) == 1 and len(set(served["dogs"])) == 1
+    assert served["cats"][0] != served["dogs"][0]
+    lines = [orjson.loads(line) for line in capfd.readouterr().out.splitlines() if '"event":"request"' in line]
+    assert [line["affinity"] for line in lines] == ["new", "new"] + ["hit"] * 4

@@ -170,3 +170,14 @@ def test_an_issuer_without_a_tenant_needs_a_jwks_url(monkeypatch):
     monkeypatch.setenv("GATEWAY_ENTRA_ISSUERS", "https://issuer.example/")
     with pytest.raises(ConfigError, match="GATEWAY_ENTRA_JWKS_URL"):
         load_settings()
+
+
+async def test_a_remembered_token_still_expires(upstreams, gateway, tenant, clock):
+    a = await upstreams(name="a")
+    gw = await gateway([a], **entra_settings(tenant, entra_leeway=0))
+    async with gw.client(api_key=tenant.token(clock.wall())) as client:
+        for _ in range(3):
+            assert (await client.chat.completions.create(**CHAT)).choices
+        clock.advance(3601)
+        with pytest.raises(openai.AuthenticationError, match="expired"):
+            await client.chat.completions.create(**CHAT)

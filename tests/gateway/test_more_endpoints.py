@@ -236,11 +236,10 @@ async def test_an_upstream_400_is_passed_through_and_does_not_fail_over(upstream
 
 
 def test_defaults_per_kind():
-    from gateway.apis import served_apis
     from gateway.settings import Api, BackendConfig
 
     def apis(**config: Any) -> set[str]:
-        return {str(api) for api in served_apis(BackendConfig(name="x", url="http://h/v1", **config))}
+        return {str(api) for api in BackendConfig(name="x", url="http://h/v1", **config).served_apis}
 
     everything = {"chat", "responses", "embeddings", "completions"}
     assert apis() == everything
@@ -249,3 +248,15 @@ def test_defaults_per_kind():
     assert apis(kind="llama-server") == everything - {"responses"}
     assert apis(kind="llamacpp", apis=["chat", "responses"]) == {"chat", "responses"}
     assert Api("embeddings") is Api.EMBEDDINGS
+
+
+@pytest.mark.parametrize("apis", [None, ["chat"]], ids=["native", "translated"])
+async def test_tokens_of_responses_streams_are_counted(upstreams, gateway, capfd, apis):
+    a = await upstreams(name="a", reply_text="four words of reply")
+    gw = await gateway([{"name": "a", "url": a.openai_url, **({"apis": apis} if apis else {})}])
+    capfd.readouterr()
+    async with gw.client() as client, client.responses.stream(model="m", input="hello there") as stream:
+        final = await stream.get_final_response()
+    [line] = [line for line in log_lines(capfd.readouterr().out) if line["event"] == "request"]
+    assert final.usage is not None
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (final.usage.input_tokens, 4)

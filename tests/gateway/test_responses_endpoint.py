@@ -125,13 +125,16 @@ async def test_one_backend_always_throttled_still_answered_and_hit_once_per_wind
             clock.advance(2.01)
 
 
-async def test_a_stream_broken_after_its_start_ends_with_response_failed(upstreams, gateway):
-    a = await upstreams(name="a", script=[Reply(fail_after_chunks=3)], reply_text="a b c d e f")
-    gw = await gateway([chat_only(a)])
+async def test_a_stream_broken_after_its_start_ends_with_response_failed(upstreams, gateway, mode):
+    # Native or translated, the client sees the same ending: an error event, then response.failed for the
+    # response the stream began (the SDK's stream helper checks that it is the same one).
+    _, gw = await start(upstreams, gateway, mode, script=[Reply(fail_after_chunks=5)], reply_text="a b c d e f")
     async with gw.client() as client, client.responses.stream(model="fake-model", input="x") as stream:
         events = [event async for event in stream]
     assert [e.type for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-1].response.id == events[0].response.id
     assert "interrupted" in events[-1].response.error.message
+    assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
 async def test_a_failure_before_the_first_byte_fails_over(upstreams, gateway, mode):

@@ -90,3 +90,11 @@ def test_usage_of_the_other_apis():
     sniffer.feed(b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":'
                  b'{"input_tokens":5,"output_tokens":3,"total_tokens":8}}}\n\n')
     assert (sniffer.usage.prompt_tokens, sniffer.usage.completion_tokens) == (5, 3)
+
+
+@pytest.mark.parametrize("role", [{"x": 1}, ["user"], None, 3])
+def test_a_role_that_is_not_a_string_is_a_400_not_a_500(role):
+    # A dict or list role once reached a frozenset lookup and raised TypeError (an unhandled 500).
+    with pytest.raises(BadRequest) as caught:
+        parse_chat_request(orjson.dumps({"messages": [{"role": role, "content": "x"}]}))
+    assert caught.value.param == "messages[0].role"
