@@ -191,6 +191,7 @@ def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [sys.executable, "-m", "chat_client", *args],
         env={**clean, **env},
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
