@@ -12,12 +12,14 @@
     POST   /api/chats/{id}/messages/{message_id}/stop       -> {"stopped": bool} (stop the reply being written)
 
 Events of a reply stream, in order: `user` (the user's message, committed before the model is called), any
-number of `token` ({"text"}), then exactly one of `done` ({"message"}: the stored reply) or `error`
+number of `token` ({"text"}) with an `html` ({"html"}: the reply so far as sanitised Markdown, the
+tokens after it to be appended as text) a few times a second, then exactly one of `done` ({"message"}: the stored reply) or `error`
 ({"code", "message", "retry_after", "partial", "retry_message_id"}). Problems found before the stream
 starts (bad input, unknown chat, limits, CSRF) are plain JSON errors with a 4xx status; too many sends or
 new chats get 429 with Retry-After.
 
 Live events (live.py): `reply` ({"position", "text" so far, "question_id"}), `token` ({"position", "text"}),
+`html` ({"position", "html"}),
 `message` ({"message"}), `failed` (as `error`, with "position"), `user` ({"message", "chat_title"}),
 `renamed` ({"title"}), `deleted`, `overflow` (reload). A tab sends its random id (X-Tab-Id on posts,
 ?tab= on the live stream) and is not told about what it caused itself.
@@ -34,7 +36,7 @@ from aiohttp import web
 from chat_client import keys, sse
 from chat_client.errors import ChatError, not_found
 from chat_client.live import LiveEvent
-from chat_client.replies import Done, Failed, ReplyInProgress, Token
+from chat_client.replies import Done, Failed, Rendered, ReplyInProgress, Token
 from chat_client.security import identity
 from chat_client.store import ChatLimitReached, Pending, ReplyConflict
 from chat_client.views import (
@@ -208,6 +210,8 @@ async def _relay_reply(
             event = await events.get()
             if isinstance(event, Token):
                 await sse.send(response, "token", {"text": event.text})
+            elif isinstance(event, Rendered):
+                await sse.send(response, "html", {"html": event.html})
             elif isinstance(event, Done):
                 await sse.send(response, "done", {"message": message_json(event.message)})
                 break

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from chat_client.context import Turn, build_prompt
 from chat_client.live import ChatFeed, LiveEvent
 from chat_client.llm import ChatModel, Failure, describe_failure, stream_text
+from chat_client.markdown import render_markdown
 from chat_client.models import Message
 from chat_client.shapes import message_json
 from chat_client.store import ChatStore, ReplyConflict
@@ -41,6 +42,13 @@ class Token:
 
 
 @dataclass(frozen=True)
+class Rendered:
+    """The reply so far as sanitised HTML: Markdown readable while it streams (tokens follow as text)."""
+
+    html: str
+
+
+@dataclass(frozen=True)
 class Done:
     message: Message
 
@@ -51,7 +59,11 @@ class Failed:
     partial: Message | None  # the incomplete reply that was stored, if any text arrived
 
 
-ReplyEvent = Token | Done | Failed
+ReplyEvent = Token | Rendered | Done | Failed
+
+# How often a streaming reply is rendered as Markdown for the page: often enough to read as formatted text,
+# seldom enough that rendering the whole text each time stays cheap (a few per second, ~1 ms each).
+RENDER_EVERY = 0.25
 
 
 class ReplyInProgress(Exception):
@@ -213,11 +225,18 @@ class ReplyWriter:
             )
         parts = job.parts
         failure: Failure | None = None
+        clock = asyncio.get_running_loop().time
+        rendered_at = clock()
         try:
             async for text in stream_text(self._model, prompt.messages):
                 parts.append(text)
                 queue.put_nowait(Token(text))
                 self._publish(chat_id, job, "token", {"position": position, "text": text})
+                if clock() - rendered_at >= RENDER_EVERY:
+                    rendered_at = clock()
+                    html = render_markdown("".join(parts))
+                    queue.put_nowait(Rendered(html))
+                    self._publish(chat_id, job, "html", {"position": position, "html": html})
         except asyncio.CancelledError:
             reason = job.cancel_reason
             if reason == "discard":

@@ -287,13 +287,14 @@ async def wait_until(predicate: Any, what: str) -> None:
 
 
 @pytest.mark.browser
-async def test_the_whole_journey(chromium, chat_app, database_url):
+async def test_the_whole_journey(chromium, chat_app, database_url, monkeypatch):
     import asyncio
     import uuid
 
     import asyncpg
 
-    async with ScriptedModel(ANSWER).serve() as model:
+    monkeypatch.setattr("chat_client.replies.RENDER_EVERY", 0.0)  # Markdown after every token
+    async with ScriptedModel(ANSWER, hold_after=3).serve() as model:
         app = await chat_app(openai_base_url=model.url)
         base = str(app.client.make_url("/"))
         context = await chromium.new_context(color_scheme="dark", viewport={"width": 1100, "height": 800})
@@ -307,6 +308,11 @@ async def test_the_whole_journey(chromium, chat_app, database_url):
             # A Markdown answer with a code block, and its copy buttons.
             await page.fill("#content", "How do I greet?")
             await page.press("#content", "Enter")
+            # Readable while it streams: the Markdown so far is already formatted.
+            streaming = page.locator("li.msg.assistant.streaming")
+            await streaming.locator("strong", has_text="this").wait_for()
+            assert await streaming.locator("h1").text_content() == "A plan"
+            model.release()
             answer = page.locator("li.msg.assistant").last
             await answer.locator("pre code.language-python").wait_for()
             assert await answer.locator("h1").text_content() == "A plan"

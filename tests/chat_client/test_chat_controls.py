@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import ClientResponse
+from chat_client.markdown import render_markdown
 
 from tests.chat_client.chat_helpers import ChatBrowser, Event, event_names, parse_sse, reply_text
 from tests.chat_client.scripted_model import ScriptedModel
@@ -17,11 +18,12 @@ from tests.chat_client.scripted_model import ScriptedModel
 PIECES = ["one", " two", " three", " four", " five"]
 
 
-async def next_event(response: ClientResponse) -> Event:
+async def next_event(response: ClientResponse, skip: tuple[str, ...] = ("html",)) -> Event:
+    """The next event of a stream, leaving out `skip` (html snapshots come at the writer's own pace)."""
     while True:
         block = (await asyncio.wait_for(response.content.readuntil(b"\n\n"), 5)).decode()
         events = parse_sse(block)
-        if events:
+        if events and events[0].name not in skip:
             return events[0]
 
 
@@ -200,3 +202,22 @@ async def test_responses_mode_sends_the_system_prompt_as_instructions_and_the_tu
             {"role": "assistant", "content": "Bonjour !"},
             {"role": "user", "content": "Again"},
         ]
+
+
+async def test_a_streaming_reply_is_also_sent_as_rendered_markdown_so_far(chat_app, monkeypatch):
+    monkeypatch.setattr("chat_client.replies.RENDER_EVERY", 0.0)  # a snapshot after every token
+    pieces = ["# Title\n\n", "Some **bold", "** text\n\n```py\n", "x = 1\n", "```\n"]
+    async with ScriptedModel(pieces).serve() as model:
+        browser = await (await chat_app(openai_base_url=model.url)).open()
+        chat_id = await browser.new_chat()
+        watcher = await browser.client.get(f"/api/chats/{chat_id}/live?tab=tab-b")
+        assert (await next_event(watcher)).name == "hello"
+        events = await browser.send(chat_id, "format something")
+        snapshots = [event.data["html"] for event in events if event.name == "html"]
+        assert snapshots == [render_markdown("".join(pieces[: n + 1])) for n in range(len(pieces))]
+        assert "<strong>bold</strong>" in snapshots[2] and "<pre><code" in snapshots[2]  # an open fence
+        live = []
+        while not live or live[-1].name != "message":
+            live.append(await next_event(watcher, skip=()))
+        assert [event.data["html"] for event in live if event.name == "html"] == snapshots
+        watcher.close()

@@ -288,6 +288,10 @@
           const follow = nearEnd();
           content.append(data.text);
           if (follow) scrollToEnd();
+        } else if (name === "html" && started) {
+          // The text so far as Markdown (sanitised on the server); the next tokens follow it as text.
+          content.classList.add("markdown");
+          content.innerHTML = data.html;
         } else if (name === "done") {
           finished = true;
           showMessage(item, data.message);
@@ -520,6 +524,13 @@
     const item = rowAt(data.position);
     (item?.classList.contains("streaming") ? item : liveReply(data.position)).querySelector(".content").append(data.text);
     if (follow) scrollToEnd();
+  });
+  on("html", (data) => {
+    const item = rowAt(data.position);
+    if (!item?.classList.contains("streaming")) return;
+    const content = item.querySelector(".content");
+    content.classList.add("markdown");
+    content.innerHTML = data.html; // sanitised on the server
   });
   on("message", (data) => {
     const item = rowAt(data.message.position) ?? bubble("assistant", "", data.message.position);
