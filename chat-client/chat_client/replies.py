@@ -80,6 +80,9 @@ class _Job:
     parts: list[str]
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None  # "stop" (the person) or "discard" (the chat is being deleted)
+    # True while the model's text arrives. Only then may the task be cancelled: once the stream is over the
+    # reply is being saved, and a cancellation there would end the task without its terminal event.
+    streaming: bool = True
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ class ReplyWriter:
     def stop(self, chat_id: uuid.UUID, position: int) -> bool:
         """Stop the reply at `position` (False: none is being written)."""
         job = self._jobs.get((chat_id, position))
-        if job is None or job.task is None or job.cancel_reason is not None:
+        if job is None or job.task is None or job.cancel_reason is not None or not job.streaming:
             return False
         job.cancel_reason = "stop"
         job.task.cancel()
@@ -161,9 +164,10 @@ class ReplyWriter:
         tasks = []
         for (chat, _), job in list(self._jobs.items()):
             if chat == chat_id and job.task is not None:
-                job.cancel_reason = "discard"
-                job.task.cancel()
-                tasks.append(job.task)
+                if job.streaming:
+                    job.cancel_reason = "discard"
+                    job.task.cancel()
+                tasks.append(job.task)  # one being saved finishes first; the deletion then removes it
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -238,6 +242,7 @@ class ReplyWriter:
                     queue.put_nowait(Rendered(html))
                     self._publish(chat_id, job, "html", {"position": position, "html": html})
         except asyncio.CancelledError:
+            job.streaming = False
             reason = job.cancel_reason
             if reason == "discard":
                 raise
@@ -270,6 +275,7 @@ class ReplyWriter:
                     "chat %s: reply failed: %s (%s: %s)", chat_id, failure.message, type(exc).__name__, exc
                 )
 
+        job.streaming = False
         text = "".join(parts)
         if failure is None and not text.strip():
             failure = Failure("empty", "The model sent an empty reply.")
