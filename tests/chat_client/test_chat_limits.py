@@ -131,6 +131,13 @@ async def test_delete_and_rename_are_scoped_and_guarded(chat_app, second_browser
         assert response.status == 404, method
         response = await owner.client.request(method, f"/api/chats/{chat_id}", json={"title": "x"})
         assert response.status == 403, method  # no CSRF token
+    # Nor can another session watch the chat, or stop or regenerate its replies.
+    assert (await stranger.client.get(f"/api/chats/{chat_id}/live")).status == 404
+    for action in ("stop", "regenerate"):
+        response = await stranger.client.post(
+            f"/api/chats/{chat_id}/messages/1/{action}", json={}, headers=stranger.headers()
+        )
+        assert response.status == 404, action
     response = await owner.client.patch(
         f"/api/chats/{chat_id}", json={"title": "  "}, headers=owner.headers()
     )
