@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp_jinja2
 import aiohttp_session
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from chat_client import keys
 from chat_client.database import create_engine, describe, migrate
 from chat_client.errors import error_middleware
+from chat_client.live import ChatFeed
 from chat_client.llm import open_chat_model
+from chat_client.markdown import render_markdown
+from chat_client.ratelimit import Limit, Limits, SlidingWindow
 from chat_client.replies import ReplyWriter
 from chat_client.routes import setup_routes
 from chat_client.security import SessionStorage, add_security_headers, csrf_guard
@@ -26,26 +31,54 @@ log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def create_app(settings: ChatSettings) -> web.Application:
+def create_app(settings: ChatSettings, *, clock: Callable[[], float] = time.monotonic) -> web.Application:
+    """`clock` times the rate limits (tests pass their own)."""
     storage = SessionStorage(settings.session_key_bytes(), max_age=settings.session_days * 86400)
     app = web.Application(
         # Outermost first: the session wraps everything so that error pages can still set the cookie.
         middlewares=[aiohttp_session.session_middleware(storage), error_middleware, csrf_guard],
     )
     app[keys.settings_key] = settings
-    aiohttp_jinja2.setup(
+    app[keys.feed_key] = ChatFeed()
+    app[keys.limits_key] = _limits(settings, clock)
+    environment = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,  # every {{ value }} is HTML-escaped: a message with <script> shows as text.
         undefined=jinja2.StrictUndefined,
     )
+    # The one exception to escaping: answers rendered as Markdown and sanitised (markdown.py).
+    environment.filters["markdown"] = lambda text: Markup(render_markdown(text))
     # Order matters: cleanup runs in reverse, so replies stop before the model client and the database close.
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_chat_model)
     app.cleanup_ctx.append(_reply_writer)
     app.on_response_prepare.append(add_security_headers)
+    app.on_shutdown.append(_end_live_streams)
     setup_routes(app)
     return app
+
+
+def _limits(settings: ChatSettings, clock: Callable[[], float]) -> Limits:
+    minute = 60.0
+    return Limits(
+        sends=Limit(
+            "messages",
+            SlidingWindow(settings.sends_per_minute, minute),
+            SlidingWindow(settings.sends_per_minute_per_address, minute),
+        ),
+        chats=Limit(
+            "new chats",
+            SlidingWindow(settings.chats_per_minute, minute),
+            SlidingWindow(settings.chats_per_minute_per_address, minute),
+        ),
+        clock=clock,
+    )
+
+
+async def _end_live_streams(app: web.Application) -> None:
+    # Live streams never end on their own; the server would wait for them until its shutdown timeout.
+    app[keys.feed_key].close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -81,6 +114,7 @@ async def _reply_writer(app: web.Application) -> AsyncIterator[None]:
         app[keys.model_key],
         system_prompt=settings.system_prompt,
         context_tokens=settings.context_tokens,
+        feed=app[keys.feed_key],
     )
     app[keys.replies_key] = writer
     yield

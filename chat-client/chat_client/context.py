@@ -8,6 +8,7 @@ page but are no longer sent. Pure functions: no I/O, no settings.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,10 @@ def build_prompt(
     The newest turn (the message being answered) is always sent; if it alone overflows the budget its
     beginning is kept. Older turns are dropped oldest first, and never out of order: a gap in the middle of
     a conversation would confuse the model more than a shorter memory.
+
+    Older turns go in question/answer pairs: a question left unanswered (its reply failed) is left out, and
+    the kept run never starts with an answer. Models whose chat templates require alternating roles after the
+    system prompt (Gemma, Mistral, older Llama templates in llama.cpp) reject anything else.
     """
     used = 0
     head: list[dict[str, str]] = []
@@ -60,7 +65,7 @@ def build_prompt(
     if not history:
         return Prompt(head, used, dropped=0, truncated=False)
 
-    *older, newest = history
+    older, newest = _answered_pairs(history[:-1]), history[-1]
     room = budget - used - PER_MESSAGE_OVERHEAD
     content = newest.content
     truncated = count(content) > room
@@ -76,7 +81,20 @@ def build_prompt(
         used += cost
         kept.append({"role": turn.role, "content": turn.content})
     kept.reverse()
+    # The budget may have split a pair: a leading answer without its question goes too.
+    while len(kept) > 1 and kept[0]["role"] != "user":
+        used -= count(kept[0]["content"]) + PER_MESSAGE_OVERHEAD
+        kept.pop(0)
     return Prompt(head + kept, used, dropped=len(history) - len(kept), truncated=truncated)
+
+
+def _answered_pairs(turns: Sequence[Turn]) -> list[Turn]:
+    """The question/answer pairs of `turns`, in order: a user turn directly followed by an assistant turn."""
+    pairs: list[Turn] = []
+    for question, answer in itertools.pairwise(turns):
+        if question.role == "user" and answer.role == "assistant":
+            pairs += [question, answer]
+    return pairs
 
 
 def _cut_to(text: str, tokens: int, count: Callable[[str], int]) -> str:

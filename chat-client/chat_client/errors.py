@@ -16,11 +16,12 @@ log = logging.getLogger(__name__)
 
 
 class ChatError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def not_found(what: str = "Chat") -> ChatError:
@@ -34,6 +35,7 @@ HTTP_CODES = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 
@@ -44,11 +46,15 @@ def wants_json(request: web.Request) -> bool:
 def render(request: web.Request, error: ChatError) -> web.Response:
     if wants_json(request):
         return web.json_response(
-            {"error": {"message": error.message, "code": error.code}}, status=error.status
+            {"error": {"message": error.message, "code": error.code}},
+            status=error.status,
+            headers=error.headers,
         )
-    return aiohttp_jinja2.render_template(
+    response = aiohttp_jinja2.render_template(
         "error.html", request, {"status": error.status, "message": error.message}, status=error.status
     )
+    response.headers.update(error.headers)
+    return response
 
 
 @web.middleware

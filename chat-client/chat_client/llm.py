@@ -8,6 +8,10 @@ OPENAI_HOST picks the client, as in Azure's chat app samples:
     azure_custom  AsyncAzureOpenAI -> AZURE_OPENAI_CUSTOM_URL/openai/deployments/{deployment}/…
                                       (another endpoint in Azure's shape: the gateway, an APIM gateway)
 
+CHAT_MODEL_API picks the API that writes replies: `chat` (chat completions, the default) or `responses`
+(`client.responses.stream`, as Microsoft's current chat samples do; for the Azure hosts through the v1 API,
+AZURE_OPENAI_ENDPOINT/openai/v1/, which needs no api-version). `stream_text` hides the difference.
+
 Azure hosts use AZURE_OPENAI_API_KEY when set, otherwise an Entra token from DefaultAzureCredential
 (AZURE_CLIENT_ID selects a user-assigned managed identity). The SDK's own retries are off: the gateway
 retries on another backend, and the user gets a Retry button instead of a silent wait.
@@ -21,11 +25,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 
-from chat_client.settings import ChatSettings
+from chat_client.settings import ChatSettings, ModelAPI
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,11 @@ class ChatModel:
     model: str
     max_tokens: int
     timeout: float
+    api: ModelAPI = "chat"
+
+
+class StreamFailed(Exception):
+    """The model service ended a Responses stream with an `error` or `response.failed` event."""
 
 
 @asynccontextmanager
@@ -47,6 +57,7 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
     """The app's one client (and Entra credential, if any), closed when the app stops."""
     credential = None
     client: AsyncOpenAI
+    target: str | None
     common = {"timeout": settings.request_timeout, "max_retries": 0}
     if settings.openai_host in ("azure", "azure_custom"):
         auth: dict[str, object]
@@ -58,19 +69,27 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
             credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
             auth = {"azure_ad_token_provider": get_bearer_token_provider(credential, ENTRA_SCOPE)}
         endpoint = settings.azure_endpoint
-        client = AsyncAzureOpenAI(
-            azure_endpoint=endpoint, api_version=settings.azure_openai_api_version, **auth, **common
-        )
-        target = endpoint
+        if settings.model_api == "responses":
+            # The v1 API: a plain OpenAI client, the token provider in place of a key.
+            assert endpoint is not None
+            key = auth.get("api_key") or auth["azure_ad_token_provider"]
+            client = AsyncOpenAI(base_url=endpoint.rstrip("/") + "/openai/v1/", api_key=key, **common)  # type: ignore[arg-type]
+            target = str(client.base_url)
+        else:
+            client = AsyncAzureOpenAI(
+                azure_endpoint=endpoint, api_version=settings.azure_openai_api_version, **auth, **common
+            )
+            target = endpoint
     else:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else PLACEHOLDER_KEY
         client = AsyncOpenAI(base_url=settings.resolved_base_url, api_key=key, **common)
         target = str(client.base_url)
     log.info(
-        "model: %s via OPENAI_HOST=%s at %s (%s)",
+        "model: %s via OPENAI_HOST=%s at %s (%s API, %s)",
         settings.chat_model,
         settings.openai_host,
         target,
+        settings.model_api,
         "Entra ID token" if credential is not None else "API key",
     )
     try:
@@ -79,11 +98,49 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
             model=settings.chat_model,
             max_tokens=settings.max_reply_tokens,
             timeout=settings.request_timeout,
+            api=settings.model_api,
         )
     finally:
         await client.close()
         if credential is not None:
             await credential.close()
+
+
+async def stream_text(model: ChatModel, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+    """The reply's text as it arrives, from whichever API the settings chose.
+
+    Cancelling the consumer closes the HTTP stream: the gateway sees the client leave and frees the backend.
+    """
+    if model.api == "responses":
+        # The system prompt travels as `instructions`, the conversation as `input`.
+        instructions = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        turns: Any = [m for m in messages if m["role"] != "system"]
+        async with model.client.responses.stream(
+            model=model.model,
+            input=turns,
+            instructions=instructions or None,
+            max_output_tokens=model.max_tokens,
+            store=False,
+        ) as events:
+            async for event in events:
+                if event.type == "response.output_text.delta":
+                    if event.delta:
+                        yield event.delta
+                elif event.type in ("error", "response.failed"):
+                    raise StreamFailed(event.type)
+        return
+    stream = await model.client.chat.completions.create(
+        model=model.model,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=model.max_tokens,
+        stream=True,
+    )
+    async with stream:
+        async for chunk in stream:
+            for choice in chunk.choices:
+                text = choice.delta.content if choice.delta else None
+                if text:
+                    yield text
 
 
 @dataclass(frozen=True)
@@ -118,9 +175,10 @@ def describe_failure(exc: BaseException, timeout: float, *, started: bool = Fals
             "rejected",
             f"The model service refused the request (HTTP {exc.status_code}): {_short(exc.message)}",
         )
-    if isinstance(exc, openai.APIError):
-        # An error event inside an already started stream.
-        return Failure("upstream_error", f"The model service stopped with an error: {_short(exc.message)}")
+    if isinstance(exc, openai.APIError | StreamFailed):
+        # An error event inside an already started stream. Its text names gateway internals (backend
+        # names, upstream errors) that mean nothing to the person reading; the logs have it.
+        return Failure("upstream_error", "The model service stopped with an error.")
     return Failure("internal", "Something went wrong while writing the reply.")
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -75,6 +76,8 @@ class Message(Base):
     position: Mapped[int] = mapped_column(Integer)
     # False for a reply that was cut short (see README: "Replies cut short").
     complete: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # True for a reply the person stopped (always with complete = false).
+    stopped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (

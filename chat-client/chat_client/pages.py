@@ -8,7 +8,7 @@ from aiohttp import web
 from chat_client import keys
 from chat_client.security import clean_name, identity, set_name
 from chat_client.store import ChatLimitReached
-from chat_client.views import chat_limit_error, conversation, own_chat_with_messages
+from chat_client.views import chat_limit_error, conversation, enforce_limit, own_chat_with_messages
 
 
 @aiohttp_jinja2.template("index.html")
@@ -25,6 +25,7 @@ async def create_chat(request: web.Request) -> web.StreamResponse:
     if "name" in form or me.name is None:
         await set_name(request, clean_name(form.get("name")))
     settings = request.app[keys.settings_key]
+    enforce_limit(request, me, "chats")
     try:
         chat = await request.app[keys.store_key].create_chat(
             me.session_id, limit=settings.max_chats_per_session

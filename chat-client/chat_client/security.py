@@ -20,6 +20,7 @@ from aiohttp_session import Session, get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet
 
+from chat_client import keys
 from chat_client.errors import ChatError
 
 COOKIE_NAME = "chat_session"
@@ -90,18 +91,19 @@ def clean_name(raw: object) -> str:
     return name
 
 
-def _cross_site(request: web.Request) -> str | None:
+def _cross_site(request: web.Request, trusts_proxy: bool) -> str | None:
     """Why this state-changing request looks cross-site, or None."""
     # Browsers say where a request comes from; anything but our own pages (or the address bar) is refused.
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
         return f"a request from another site ({site})"
     # If the browser sent an Origin header it must match our host (as the browser or our ingress saw it).
+    # X-Forwarded-Host counts only behind a configured proxy: from anyone else it is just a claim.
     origin = request.headers.get("Origin")
     if origin is not None:
         hosts = {request.host.lower()}
         forwarded_host = request.headers.get("X-Forwarded-Host")
-        if forwarded_host:
+        if forwarded_host and trusts_proxy:
             hosts.add(forwarded_host.split(",")[0].strip().lower())
         if origin == "null" or urlsplit(origin).netloc.lower() not in hosts:
             return f"a request from another origin ({origin})"
@@ -128,7 +130,8 @@ async def csrf_guard(request: web.Request, handler: Handler) -> web.StreamRespon
     other sites cannot read, must accompany every POST (form field or X-CSRF-Token header).
     """
     if request.method in UNSAFE_METHODS:
-        problem = _cross_site(request) or await _token_mismatch(request)
+        trusts_proxy = request.app[keys.settings_key].trusted_proxy_hops > 0
+        problem = _cross_site(request, trusts_proxy) or await _token_mismatch(request)
         if problem is not None:
             raise ChatError(403, "csrf", f"Refused {problem}. Reload the page and try again.")
     return await handler(request)

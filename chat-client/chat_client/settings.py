@@ -22,6 +22,8 @@ from chat_client.context import estimate_tokens
 log = logging.getLogger(__name__)
 
 OpenAIHost = Literal["local", "azure", "azure_custom", "openai"]
+# Which OpenAI API writes the replies: chat completions, or the Responses API (`client.responses.stream`).
+ModelAPI = Literal["chat", "responses"]
 
 LOCAL_BASE_URL = "http://127.0.0.1:8080/v1"
 SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///chat.sqlite3"
@@ -56,6 +58,17 @@ class ChatSettings(BaseSettings):
     max_message_chars: int = Field(4000, ge=1, validation_alias="CHAT_MAX_MESSAGE_CHARS")
     max_chats_per_session: int = Field(100, ge=1, validation_alias="CHAT_MAX_CHATS_PER_SESSION")
     request_timeout: float = Field(60.0, gt=0, validation_alias="CHAT_REQUEST_TIMEOUT")
+    model_api: ModelAPI = Field("chat", validation_alias="CHAT_MODEL_API")
+    # Cost limits, per minute: each send is a model call, each chat a row. Counted per browser session and
+    # per client address (a new cookie does not reset the address's count).
+    sends_per_minute: int = Field(20, ge=1, validation_alias="CHAT_SENDS_PER_MINUTE")
+    sends_per_minute_per_address: int = Field(60, ge=1, validation_alias="CHAT_SENDS_PER_MINUTE_PER_ADDRESS")
+    chats_per_minute: int = Field(10, ge=1, validation_alias="CHAT_CHATS_PER_MINUTE")
+    chats_per_minute_per_address: int = Field(30, ge=1, validation_alias="CHAT_CHATS_PER_MINUTE_PER_ADDRESS")
+    # How many reverse proxies in front of the app append to X-Forwarded-For (Azure Container Apps' ingress:
+    # 1). 0: forwarded headers are ignored, the client address is the socket's and X-Forwarded-Host is not
+    # trusted by the cross-site check.
+    trusted_proxy_hops: int = Field(0, ge=0, le=10, validation_alias="CHAT_TRUSTED_PROXY_HOPS")
 
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
 

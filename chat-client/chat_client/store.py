@@ -73,6 +73,24 @@ class ChatStore:
             db.add(chat)
         return chat
 
+    async def rename_chat(self, session_id: str, chat_id: uuid.UUID, title: str) -> Chat | None:
+        async with self._sessions.begin() as db:
+            chat = await db.scalar(select(Chat).where(Chat.id == chat_id, Chat.session_id == session_id))
+            if chat is not None:
+                chat.title = title[:TITLE_MAX]
+        return chat
+
+    async def delete_chat(self, session_id: str, chat_id: uuid.UUID) -> bool:
+        """Remove the chat and its messages (False: the session has no such chat)."""
+        async with self._sessions.begin() as db:
+            owned = await db.scalar(select(Chat.id).where(Chat.id == chat_id, Chat.session_id == session_id))
+            if owned is None:
+                return False
+            # Messages explicitly: SQLite enforces ON DELETE CASCADE only with its foreign_keys pragma.
+            await db.execute(delete(Message).where(Message.chat_id == chat_id))
+            await db.execute(delete(Chat).where(Chat.id == chat_id))
+        return True
+
     async def get_chat(self, session_id: str, chat_id: uuid.UUID) -> Chat | None:
         async with self._sessions() as db:
             return await db.scalar(select(Chat).where(Chat.id == chat_id, Chat.session_id == session_id))
@@ -119,8 +137,14 @@ class ChatStore:
             db.add(message)
         return Pending(message, reply_position=reserved - 1, chat_title=chat_title)
 
-    async def pending_for_retry(self, session_id: str, chat_id: uuid.UUID, message_id: int) -> Pending | None:
-        """The user message `message_id` of this chat, if the reply to it is missing or incomplete."""
+    async def pending_for_retry(
+        self, session_id: str, chat_id: uuid.UUID, message_id: int, *, regenerate: bool = False
+    ) -> Pending | None:
+        """The user message `message_id` of this chat, if the reply to it is missing or incomplete.
+
+        With `regenerate`, the reply may be complete, but it must be the chat's last message: an answer
+        in the middle of a conversation is what the later questions were asked about.
+        """
         async with self._sessions() as db:
             message = await db.scalar(
                 select(Message)
@@ -134,6 +158,11 @@ class ChatStore:
             )
             if message is None:
                 return None
+            if regenerate:
+                last = await db.scalar(select(func.max(Message.position)).where(Message.chat_id == chat_id))
+                if last is not None and last > message.position + 1:
+                    raise ReplyConflict
+                return Pending(message, reply_position=message.position + 1)
             answered = await db.scalar(
                 select(Message.id).where(
                     Message.chat_id == chat_id, Message.position == message.position + 1, Message.complete
@@ -156,8 +185,18 @@ class ChatStore:
             )
             return [Turn(role, content) for role, content in rows]
 
-    async def save_reply(self, chat_id: uuid.UUID, position: int, content: str, *, complete: bool) -> Message:
-        """Store the assistant's reply at its reserved position, replacing an earlier incomplete one."""
+    async def save_reply(
+        self,
+        chat_id: uuid.UUID,
+        position: int,
+        content: str,
+        *,
+        complete: bool,
+        stopped: bool = False,
+        replace: bool = False,
+    ) -> Message:
+        """Store the assistant's reply at its reserved position, replacing an earlier incomplete one
+        (any earlier one with `replace`: a regenerated answer)."""
         now = utcnow()
         try:
             async with self._sessions.begin() as db:
@@ -168,17 +207,17 @@ class ChatStore:
                     .values(updated_at=now)
                     .execution_options(synchronize_session=False)
                 )
-                await db.execute(
-                    delete(Message).where(
-                        Message.chat_id == chat_id, Message.position == position, Message.complete.is_(False)
-                    )
-                )
+                replaced = delete(Message).where(Message.chat_id == chat_id, Message.position == position)
+                if not replace:
+                    replaced = replaced.where(Message.complete.is_(False))
+                await db.execute(replaced)
                 message = Message(
                     chat_id=chat_id,
                     role="assistant",
                     content=content,
                     position=position,
                     complete=complete,
+                    stopped=stopped,
                     created_at=now,
                 )
                 db.add(message)

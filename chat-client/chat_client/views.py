@@ -5,40 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from aiohttp import web
 
 from chat_client import keys
 from chat_client.errors import ChatError, not_found
 from chat_client.models import TITLE_MAX, Chat, Message
+from chat_client.ratelimit import client_address, retry_after_seconds
 from chat_client.security import Identity, identity
+from chat_client.shapes import chat_json, message_json
 
-
-def iso(moment: datetime) -> str:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
-
-
-def chat_json(chat: Chat) -> dict[str, object]:
-    return {
-        "id": str(chat.id),
-        "title": chat.title,
-        "url": f"/chats/{chat.id}",
-        "created_at": iso(chat.created_at),
-        "updated_at": iso(chat.updated_at),
-    }
-
-
-def message_json(message: Message) -> dict[str, object]:
-    return {
-        "id": message.id,
-        "role": message.role,
-        "content": message.content,
-        "position": message.position,
-        "complete": message.complete,
-        "created_at": iso(message.created_at),
-    }
+__all__ = ["chat_json", "message_json"]  # re-exported: handlers import all view helpers from here
 
 
 async def own_chat_with_messages(request: web.Request) -> tuple[Identity, Chat, list[Message]]:
@@ -88,6 +65,7 @@ def clean_message(raw: object, limit: int) -> str:
     content = raw.replace("\x00", "")  # PostgreSQL text cannot hold NUL.
     if not content.strip():
         raise ChatError(400, "message_empty", "Type a message first.")
+    # len() counts code points, and so does the page ([...text].length): an emoji is one character on both.
     if len(content) > limit:
         raise ChatError(
             400,
@@ -96,6 +74,29 @@ def clean_message(raw: object, limit: int) -> str:
             "Shorten it and send again.",
         )
     return content
+
+
+def enforce_limit(request: web.Request, me: Identity, action: str) -> None:
+    """Count one send ("sends") or new chat ("chats"), or refuse it with a 429 that says when to retry."""
+    limits = request.app[keys.limits_key]
+    limit = limits.sends if action == "sends" else limits.chats
+    address = client_address(request, request.app[keys.settings_key].trusted_proxy_hops)
+    wait = limit.check(me.session_id, address, limits.clock())
+    if wait > 0:
+        seconds = retry_after_seconds(wait)
+        raise ChatError(
+            429,
+            "rate_limited",
+            f"Too many {limit.what} in a short time. Wait {seconds} s and try again.",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+def tab_id(raw: str | None) -> str | None:
+    """The page's random tab id (see live.py); anything else is ignored."""
+    if raw and len(raw) <= 64 and raw.replace("-", "").replace("_", "").isalnum() and raw.isascii():
+        return raw
+    return None
 
 
 def clean_title(raw: object) -> str:
@@ -113,7 +114,8 @@ def chat_limit_error(limit: int) -> ChatError:
     return ChatError(
         409,
         "chat_limit",
-        f"You have reached the limit of {limit:,} chats. Continue one of your existing chats.",
+        f"You have reached the limit of {limit:,} chats. Delete a chat you no longer need (the ✕ next to "
+        "it in the list) to start a new one, or continue one of your existing chats.",
     )
 
 
@@ -124,6 +126,7 @@ class Row:
     message: Message | None
     placeholder: str | None = None  # "writing" (a reply is being written) or "missing" (it failed)
     retry_for: int | None = None  # the user message a Retry button would answer again
+    position: int | None = None  # of the missing reply (live updates find its row by position)
 
 
 def conversation(messages: Sequence[Message], writing: Callable[[int], bool]) -> list[Row]:
@@ -139,7 +142,11 @@ def conversation(messages: Sequence[Message], writing: Callable[[int], bool]) ->
         rows.append(Row(message))
         if message.role == "user" and message.position + 1 not in by_position:
             if writing(message.position + 1):
-                rows.append(Row(None, placeholder="writing"))
+                rows.append(
+                    Row(None, placeholder="writing", retry_for=message.id, position=message.position + 1)
+                )
             else:
-                rows.append(Row(None, placeholder="missing", retry_for=message.id))
+                rows.append(
+                    Row(None, placeholder="missing", retry_for=message.id, position=message.position + 1)
+                )
     return rows

@@ -104,7 +104,8 @@ class ChatBrowser:
 
 
 def event_names(events: list[Event]) -> list[str]:
-    names = [event.name for event in events]
+    """The stream's shape: `html` snapshots (a few a second, interleaved with tokens) are left out."""
+    names = [event.name for event in events if event.name != "html"]
     # Collapse the token run: ["user", "token", "token", "done"] -> ["user", "token", "done"]
     return [name for i, name in enumerate(names) if not (name == "token" and i and names[i - 1] == "token")]
 

@@ -137,10 +137,12 @@ def chat_app(
 ) -> Callable[..., Awaitable[ChatBrowser]]:
     """`await chat_app(model=fake, **settings)` → a ChatBrowser on a fresh app (another: second_browser)."""
 
-    async def start(model: FakeUpstream | None = None, **overrides: Any) -> ChatBrowser:
+    async def start(
+        model: FakeUpstream | None = None, *, clock: Callable[[], float] | None = None, **overrides: Any
+    ) -> ChatBrowser:
         if model is not None:
             overrides.setdefault("openai_base_url", model.openai_url)
-        app = create_app(make_settings(**overrides))
+        app = create_app(make_settings(**overrides), **({"clock": clock} if clock else {}))
         client = await aiohttp_client(app)
         return ChatBrowser(client, app)
 

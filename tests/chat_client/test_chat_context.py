@@ -33,14 +33,14 @@ def test_everything_is_sent_when_it_fits():
 
 
 def test_oldest_turns_are_dropped_first_and_never_from_the_middle():
-    history = [Turn("user" if i % 2 == 0 else "assistant", f"{i}:" + words(20)) for i in range(10)]
+    history = [Turn("user" if i % 2 == 0 else "assistant", f"{i}:" + words(20)) for i in range(11)]
     budget = 200
     prompt = build_prompt("System.", history, budget)
     assert prompt.estimated_tokens <= budget
     assert prompt.messages[0]["role"] == "system"
     kept = [m["content"].split(":")[0] for m in prompt.messages[1:]]
-    assert kept == [str(i) for i in range(10 - len(kept), 10)]  # the newest run, in order
-    assert 0 < prompt.dropped < 10 and prompt.dropped == 10 - len(kept)
+    assert kept == [str(i) for i in range(11 - len(kept), 11)]  # the newest run, in order
+    assert 0 < prompt.dropped < 11 and prompt.dropped == 11 - len(kept)
 
 
 def test_a_big_old_turn_ends_the_run_even_if_smaller_older_ones_would_fit():
@@ -73,5 +73,25 @@ def test_no_system_prompt_and_no_history():
 
 def test_a_custom_counter_can_be_injected():
     history = [Turn("user", "a"), Turn("assistant", "b"), Turn("user", "c")]
-    prompt = build_prompt("", history, budget=2 * (10 + PER_MESSAGE_OVERHEAD), count=lambda text: 10)
-    assert [m["content"] for m in prompt.messages] == ["b", "c"]
+    prompt = build_prompt("", history, budget=3 * (10 + PER_MESSAGE_OVERHEAD), count=lambda text: 10)
+    assert [m["content"] for m in prompt.messages] == ["a", "b", "c"]
+
+
+def test_trimming_goes_in_question_answer_pairs_so_no_answer_follows_the_system_prompt():
+    # Room for the newest question and one more turn: the lone answer "b" must not be sent.
+    history = [Turn("user", "a"), Turn("assistant", "b"), Turn("user", "c")]
+    one = 10 + PER_MESSAGE_OVERHEAD
+    prompt = build_prompt("S", history, budget=3 * one, count=lambda text: 10)
+    assert [m["role"] for m in prompt.messages] == ["system", "user"]
+    assert prompt.dropped == 2 and prompt.estimated_tokens == 2 * one
+    # Over every budget, the turns after the system prompt alternate user, assistant, ..., user.
+    long = [Turn("user" if i % 2 == 0 else "assistant", f"{i} " + words(i % 7 * 5)) for i in range(21)]
+    for budget in range(20, 600, 7):
+        roles = [m["role"] for m in build_prompt("System.", long, budget).messages[1:]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"], budget
+
+
+def test_a_question_whose_reply_failed_is_left_out_so_roles_still_alternate():
+    history = [Turn("user", "q1"), Turn("user", "q2"), Turn("assistant", "a2"), Turn("user", "q3")]
+    prompt = build_prompt("", history, budget=1000)
+    assert [m["content"] for m in prompt.messages] == ["q2", "a2", "q3"]

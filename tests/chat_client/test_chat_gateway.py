@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -149,3 +150,50 @@ async def test_the_gateway_key_is_sent_as_docker_compose_configures_it(
     ).open()
     error = (await wrong.send(await wrong.new_chat(), "knock knock"))[-1].data
     assert error["code"] == "rejected" and "HTTP 401" in error["message"]
+
+
+@pytest.mark.parametrize("apis", [["chat"], ["chat", "responses"]], ids=["translated", "native"])
+async def test_responses_mode_streams_through_the_gateway(chat_app, upstream, aiohttp_server, apis):
+    """CHAT_MODEL_API=responses: the gateway's /v1/responses, translated to chat completions for a backend
+    that serves only those, or passed to one that serves Responses natively."""
+    model = await upstream(name="a", reply_text=TEXT, token_delay=0.01)
+    backends = [{"name": "a", "url": model.openai_url, "apis": apis}]
+    server = await aiohttp_server(create_gateway(GatewaySettings(backends=backends)))
+    gateway = str(server.make_url("")).rstrip("/")
+    browser = await (await chat_app(openai_base_url=gateway + "/v1", model_api="responses")).open()
+    chat_id = await browser.new_chat()
+
+    events = await browser.send(chat_id, "Say the fox line")
+    assert event_names(events) == ["user", "token", "done"]
+    assert reply_text(events) == TEXT
+    (request,) = [r for r in model.requests if r.kind in ("chat", "responses")]
+    assert request.kind == ("responses" if "responses" in apis else "chat") and request.stream
+    assert [m["content"] for m in await browser.messages(chat_id)] == ["Say the fox line", TEXT]
+
+
+@pytest.mark.parametrize("model_api", ["chat", "responses"])
+async def test_stop_cancels_the_request_at_the_backend_through_the_gateway(
+    chat_app, upstream, aiohttp_server, model_api
+):
+    model = await upstream(name="a", reply_text=TEXT * 40, token_delay=0.02)  # ~10 s unless stopped
+    gateway = await start_gateway(aiohttp_server, [model])
+    browser = await (await chat_app(openai_base_url=gateway + "/v1", model_api=model_api)).open()
+    chat_id = await browser.new_chat()
+    response = await browser.client.post(
+        f"/api/chats/{chat_id}/messages", json={"content": "go on"}, headers=browser.headers()
+    )
+    question = parse_sse((await response.content.readuntil(b"\n\n")).decode())[0].data["message"]
+    await response.content.readuntil(b"event: token")  # some text has arrived
+    stop = await browser.client.post(
+        f"/api/chats/{chat_id}/messages/{question['id']}/stop", json={}, headers=browser.headers()
+    )
+    assert await stop.json() == {"stopped": True}
+    events = parse_sse((await response.read()).decode())
+    assert events[-1].name == "error" and events[-1].data["code"] == "stopped"
+    # The backend saw its client leave: its slot is free again, long before the reply would have ended.
+    for _ in range(200):
+        if model.requests and model.requests[-1].finished_at is not None:
+            break
+        await asyncio.sleep(0.01)
+    (request,) = [r for r in model.requests if r.kind in ("chat", "responses")]
+    assert request.cancelled and not request.completed

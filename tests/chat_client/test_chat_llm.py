@@ -13,9 +13,11 @@ except ImportError:  # pragma: no cover
 import openai
 import pytest
 from azure.core.credentials import AccessToken
-from chat_client.llm import describe_failure, open_chat_model
+from chat_client.llm import describe_failure, open_chat_model, stream_text
 from chat_client.settings import ChatSettings
 from cryptography.fernet import Fernet
+
+from tests.chat_client.scripted_model import ScriptedModel
 
 KEY = Fernet.generate_key().decode()
 
@@ -114,3 +116,22 @@ def test_other_failures():
     assert describe_failure(openai.APITimeoutError(request), 60, started=True).code == "timeout"
     assert describe_failure(httpx.RemoteProtocolError("cut"), 60, started=True).code == "interrupted"
     assert describe_failure(RuntimeError("bug"), 60).code == "internal"
+
+
+async def test_responses_api_on_azure_goes_through_the_v1_api_with_an_entra_token(monkeypatch):
+    monkeypatch.setattr("azure.identity.aio.DefaultAzureCredential", FakeCredential)
+    FakeCredential.instances.clear()
+    async with ScriptedModel(["Hi", " there"]).serve() as model:
+        settings = ChatSettings(
+            session_key=KEY,
+            openai_host="azure_custom",
+            azure_openai_custom_url=model.root,
+            azure_openai_chat_deployment="gpt-deploy",
+            model_api="responses",
+        )
+        async with open_chat_model(settings) as chat_model:
+            text = [piece async for piece in stream_text(chat_model, [{"role": "user", "content": "x"}])]
+    assert text == ["Hi", " there"]
+    assert model.seen == [("/openai/v1/responses", "Bearer entra-token")]
+    assert model.requests[0][1]["model"] == "gpt-deploy"
+    assert FakeCredential.instances[0].closed

@@ -50,7 +50,7 @@ async def test_migrations_from_empty_up_down_and_up_again(postgres):
     try:
         assert await current_revision(engine) is None
         await migrate(engine)
-        assert await current_revision(engine) == head_revision() == "0001"
+        assert await current_revision(engine) == head_revision() == "0002"
 
         tables = await _columns(url)
         assert tables["chats"] == {
@@ -69,6 +69,7 @@ async def test_migrations_from_empty_up_down_and_up_again(postgres):
             "position": "integer",
             "complete": "boolean",
             "created_at": "timestamp with time zone",
+            "stopped": "boolean",
         }
         assert {
             "pk_chats",
@@ -93,7 +94,7 @@ async def test_replicas_starting_together_migrate_once(postgres):
     engines = [create_engine(url) for _ in range(3)]
     try:
         await asyncio.gather(*(migrate(engine) for engine in engines))
-        assert {await current_revision(engine) for engine in engines} == {"0001"}
+        assert {await current_revision(engine) for engine in engines} == {"0002"}
     finally:
         for engine in engines:
             await engine.dispose()
@@ -129,6 +130,7 @@ async def test_schema_guards_order_and_roles(postgres):
                 raise AssertionError(f"{role}@{position} was accepted")
         assert await connection.fetchval("SELECT title FROM chats") == ""
         assert await connection.fetchval("SELECT complete FROM messages") is True
+        assert await connection.fetchval("SELECT stopped FROM messages") is False
     finally:
         await connection.close()
 
@@ -140,8 +142,13 @@ def test_migrate_command(postgres):
     }
     env.update(DATABASE_URL=url, CHAT_SESSION_KEY=Fernet.generate_key().decode())
     result = subprocess.run(
-        [sys.executable, "-m", "chat_client", "migrate"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "chat_client", "migrate"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "database migrated from empty to 0001" in result.stderr
+    assert "database migrated from empty to 0002" in result.stderr
     assert run_sync(_columns(url)).keys() >= {"chats", "messages", "alembic_version"}

@@ -28,6 +28,7 @@ def test_wheel_contains_package_data(tmp_path):
             str(tmp_path),
             str(source),
         ],
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,

@@ -112,10 +112,11 @@ async def test_reply_cut_short_is_stored_incomplete_left_out_of_context_and_repl
     page = await (await browser.client.get(f"/chats/{chat_id}")).text()
     assert "This reply was cut short" in page and "Retry" in page
 
-    # The next request does not show the model its own half sentence.
+    # The next request does not show the model its own half sentence, nor the question it left unanswered
+    # (two user turns in a row would break chat templates that require alternating roles).
     await browser.send(chat_id, "are you ok?")
     sent = [m["content"] for m in model.chat_requests[-1].json["messages"]]
-    assert partial_text not in sent and sent[-2:] == ["count for me", "are you ok?"]
+    assert partial_text not in sent and "count for me" not in sent and sent[-1] == "are you ok?"
 
     # Retry replaces the incomplete reply in place.
     retried = await browser.retry(chat_id, events[0].data["message"]["id"])

@@ -109,11 +109,24 @@ async def test_cross_site_requests_are_refused_even_with_the_token(chat_app):
     allowed = [
         {},
         {"Origin": f"http://{host}:{port}", "Sec-Fetch-Site": "same-origin"},
-        {"Origin": "https://chat.example.com", "X-Forwarded-Host": "chat.example.com"},  # behind an ingress
     ]
     for extra in allowed:
         response = await browser.client.post("/api/chats", json={}, headers=browser.headers(**extra))
         assert response.status == 201, extra
+    # Without a configured proxy, X-Forwarded-Host is just a claim of whoever sent the request.
+    behind_ingress = {"Origin": "https://chat.example.com", "X-Forwarded-Host": "chat.example.com"}
+    response = await browser.client.post("/api/chats", json={}, headers=browser.headers(**behind_ingress))
+    assert response.status == 403
+
+
+async def test_x_forwarded_host_counts_only_behind_a_configured_proxy(chat_app):
+    browser = await (await chat_app(trusted_proxy_hops=1)).open()
+    behind_ingress = {"Origin": "https://chat.example.com", "X-Forwarded-Host": "chat.example.com"}
+    response = await browser.client.post("/api/chats", json={}, headers=browser.headers(**behind_ingress))
+    assert response.status == 201
+    forged = {"Origin": "https://evil.example", "X-Forwarded-Host": "chat.example.com"}
+    response = await browser.client.post("/api/chats", json={}, headers=browser.headers(**forged))
+    assert response.status == 403
 
 
 async def test_reads_work_without_a_token_but_are_scoped(chat_app):

@@ -150,6 +150,24 @@ def test_bad_values_name_the_variable(monkeypatch):
     assert "\n" not in message
 
 
+def test_model_api_limits_and_proxy_hops_are_read_and_checked(monkeypatch):
+    monkeypatch.setenv("CHAT_SESSION_KEY", KEY)
+    defaults = load_settings()
+    assert (defaults.model_api, defaults.trusted_proxy_hops) == ("chat", 0)
+    assert (defaults.sends_per_minute, defaults.sends_per_minute_per_address) == (20, 60)
+    assert (defaults.chats_per_minute, defaults.chats_per_minute_per_address) == (10, 30)
+    monkeypatch.setenv("CHAT_MODEL_API", "responses")
+    monkeypatch.setenv("CHAT_TRUSTED_PROXY_HOPS", "1")
+    monkeypatch.setenv("CHAT_SENDS_PER_MINUTE", "5")
+    settings = load_settings()
+    assert (settings.model_api, settings.trusted_proxy_hops, settings.sends_per_minute) == ("responses", 1, 5)
+    monkeypatch.setenv("CHAT_MODEL_API", "assistants")
+    monkeypatch.setenv("CHAT_SENDS_PER_MINUTE", "0")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert "CHAT_MODEL_API" in str(error.value) and "CHAT_SENDS_PER_MINUTE" in str(error.value)
+
+
 def test_a_system_prompt_that_eats_the_budget_is_refused(monkeypatch):
     monkeypatch.setenv("CHAT_SESSION_KEY", KEY)
     monkeypatch.setenv("CHAT_CONTEXT_TOKENS", "100")
@@ -173,6 +191,7 @@ def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [sys.executable, "-m", "chat_client", *args],
         env={**clean, **env},
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
