@@ -22,13 +22,20 @@ retries on another backend, and the user gets a Retry button instead of a silent
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionMessageParam,
+    ChatCompletionSystemMessageParam,
+    ChatCompletionUserMessageParam,
+)
+from openai.types.responses import EasyInputMessageParam, ResponseInputParam
 
 from chat_client.settings import ChatSettings, ModelAPI
 
@@ -58,31 +65,43 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
     credential = None
     client: AsyncOpenAI
     target: str | None
-    common = {"timeout": settings.request_timeout, "max_retries": 0}
+    timeout, max_retries = settings.request_timeout, 0
     if settings.openai_host in ("azure", "azure_custom"):
-        auth: dict[str, object]
+        api_key: str | None = None
+        token_provider: Callable[[], Awaitable[str]] | None = None
         if settings.azure_openai_api_key is not None:
-            auth = {"api_key": settings.azure_openai_api_key.get_secret_value()}
+            api_key = settings.azure_openai_api_key.get_secret_value()
         else:
             from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 
             credential = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
-            auth = {"azure_ad_token_provider": get_bearer_token_provider(credential, ENTRA_SCOPE)}
+            token_provider = get_bearer_token_provider(credential, ENTRA_SCOPE)
         endpoint = settings.azure_endpoint
+        assert endpoint is not None  # the settings require it for the Azure hosts
         if settings.model_api == "responses":
             # The v1 API: a plain OpenAI client, the token provider in place of a key.
-            assert endpoint is not None
-            key = auth.get("api_key") or auth["azure_ad_token_provider"]
-            client = AsyncOpenAI(base_url=endpoint.rstrip("/") + "/openai/v1/", api_key=key, **common)  # type: ignore[arg-type]
+            client = AsyncOpenAI(
+                base_url=endpoint.rstrip("/") + "/openai/v1/",
+                api_key=api_key or token_provider,
+                timeout=timeout,
+                max_retries=max_retries,
+            )
             target = str(client.base_url)
         else:
             client = AsyncAzureOpenAI(
-                azure_endpoint=endpoint, api_version=settings.azure_openai_api_version, **auth, **common
+                azure_endpoint=endpoint,
+                api_version=settings.azure_openai_api_version,
+                api_key=api_key,
+                azure_ad_token_provider=token_provider,
+                timeout=timeout,
+                max_retries=max_retries,
             )
             target = endpoint
     else:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else PLACEHOLDER_KEY
-        client = AsyncOpenAI(base_url=settings.resolved_base_url, api_key=key, **common)
+        client = AsyncOpenAI(
+            base_url=settings.resolved_base_url, api_key=key, timeout=timeout, max_retries=max_retries
+        )
         target = str(client.base_url)
     log.info(
         "model: %s via OPENAI_HOST=%s at %s (%s API, %s)",
@@ -106,15 +125,13 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
             await credential.close()
 
 
-async def stream_text(model: ChatModel, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+async def stream_text(model: ChatModel, messages: Sequence[Mapping[str, str]]) -> AsyncIterator[str]:
     """The reply's text as it arrives, from whichever API the settings chose.
 
     Cancelling the consumer closes the HTTP stream: the gateway sees the client leave and frees the backend.
     """
     if model.api == "responses":
-        # The system prompt travels as `instructions`, the conversation as `input`.
-        instructions = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-        turns: Any = [m for m in messages if m["role"] != "system"]
+        instructions, turns = responses_input(messages)
         async with model.client.responses.stream(
             model=model.model,
             input=turns,
@@ -131,7 +148,7 @@ async def stream_text(model: ChatModel, messages: list[dict[str, str]]) -> Async
         return
     stream = await model.client.chat.completions.create(
         model=model.model,
-        messages=messages,  # type: ignore[arg-type]
+        messages=chat_messages(messages),
         max_tokens=model.max_tokens,
         stream=True,
     )
@@ -141,6 +158,42 @@ async def stream_text(model: ChatModel, messages: list[dict[str, str]]) -> Async
                 text = choice.delta.content if choice.delta else None
                 if text:
                     yield text
+
+
+def chat_messages(messages: Sequence[Mapping[str, str]]) -> list[ChatCompletionMessageParam]:
+    """The prompt's `{"role", "content"}` messages as the chat completions API's (the same JSON)."""
+    typed: list[ChatCompletionMessageParam] = []
+    for message in messages:
+        role, content = _role(message["role"]), message["content"]
+        if role == "system":
+            typed.append(ChatCompletionSystemMessageParam(role=role, content=content))
+        elif role == "user":
+            typed.append(ChatCompletionUserMessageParam(role=role, content=content))
+        else:
+            typed.append(ChatCompletionAssistantMessageParam(role=role, content=content))
+    return typed
+
+
+def responses_input(messages: Sequence[Mapping[str, str]]) -> tuple[str, ResponseInputParam]:
+    """The Responses API's `instructions` (the system prompt) and `input` (the conversation)."""
+    instructions = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    turns: ResponseInputParam = [
+        EasyInputMessageParam(role=_role(m["role"]), content=m["content"])
+        for m in messages
+        if m["role"] != "system"
+    ]
+    return instructions, turns
+
+
+def _role(role: str) -> Literal["system", "user", "assistant"]:
+    """A prompt's role (the database allows only user and assistant; the system prompt comes from settings)."""
+    if role == "system":
+        return "system"
+    if role == "user":
+        return "user"
+    if role == "assistant":
+        return "assistant"
+    raise ValueError(f"a prompt message with the role {role!r}")
 
 
 @dataclass(frozen=True)

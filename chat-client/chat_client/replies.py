@@ -250,7 +250,9 @@ class ReplyWriter:
             text = "".join(parts)
             if reason == "stop":
                 # Asked for by the person, not a shutdown: the task ends normally, with the text kept.
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                task = asyncio.current_task()
+                assert task is not None  # this code runs inside the reply's task
+                task.uncancel()
                 if text.strip():
                     partial = await self._save_quietly(chat_id, position, text, stopped=True, job=job)
                 self._emit(chat_id, position, job, queue, Failed(Failure("stopped", "Stopped."), partial))

@@ -113,7 +113,8 @@ def _cross_site(request: web.Request, trusts_proxy: bool) -> str | None:
 async def _token_mismatch(request: web.Request) -> str | None:
     session = await get_session(request)
     expected = session.get("csrf")
-    given = request.headers.get(CSRF_HEADER)
+    # A form field may be a file upload: anything but a string fails the check below.
+    given: object = request.headers.get(CSRF_HEADER)
     if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         given = (await request.post()).get(CSRF_FIELD)
     if not expected or not isinstance(given, str) or not hmac.compare_digest(given, expected):

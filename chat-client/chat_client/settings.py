@@ -11,7 +11,7 @@ import base64
 import binascii
 import logging
 import secrets
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -240,7 +240,7 @@ def normalize_database_url(url: str) -> str:
 ENV_NAMES = {name: str(field.validation_alias) for name, field in ChatSettings.model_fields.items()}
 
 
-def load_settings(**overrides: object) -> ChatSettings:
+def load_settings(**overrides: Any) -> ChatSettings:
     """Read the environment once. Raise ConfigError with a one-paragraph, person-readable message."""
     try:
         return ChatSettings(**overrides)

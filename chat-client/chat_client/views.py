@@ -18,7 +18,7 @@ from chat_client.shapes import chat_json, message_json
 __all__ = ["chat_json", "message_json"]  # re-exported: handlers import all view helpers from here
 
 
-async def own_chat_with_messages(request: web.Request) -> tuple[Identity, Chat, list[Message]]:
+async def own_chat_with_messages(request: web.Request) -> tuple[Identity, Chat, Sequence[Message]]:
     """The chat named in the URL with its messages, if it belongs to this session; else a 404, never data."""
     me = await identity(request)
     store = request.app[keys.store_key]

@@ -1,7 +1,7 @@
 """ruff and mypy, as part of the test run: `make test` (and so CI) fails on a lint or type error.
 
 Both run from the virtualenv running the tests, with the configuration in pyproject.toml: ruff over the
-paths below, mypy --strict over its ``files`` (gateway/). A path joins the list once it is clean.
+paths below, mypy --strict over its ``files`` (gateway/ and chat-client/chat_client/).
 """
 
 from __future__ import annotations
