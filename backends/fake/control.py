@@ -24,7 +24,7 @@ async def set_script(request: web.Request) -> web.Response:
             raise ValueError('expected an object with "script" and/or "default"')
         script = data.get("script", [])
         if not isinstance(script, list):
-            raise ValueError('"script" must be a list')
+            raise TypeError('"script" must be a list')
         replies = [Reply.from_json(item) for item in script]
         default = Reply.from_json(data["default"]) if "default" in data else None
     except (orjson.JSONDecodeError, ValueError, TypeError) as exc:

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -72,7 +72,7 @@ class Reply:
         if _is_int(data):
             return cls(status=data)
         if not isinstance(data, dict):
-            raise ValueError(f"a reply must be a status code or an object, got {data!r}")
+            raise TypeError(f"a reply must be a status code or an object, got {data!r}")
         unknown = set(data) - _FIELD_CHECKS.keys()
         if unknown:
             raise ValueError(f"unknown reply fields {sorted(unknown)}; known: {sorted(_FIELD_CHECKS)}")
@@ -118,8 +118,8 @@ def throttled_ms(ms: int) -> Reply:
 def throttled_date(when: datetime) -> Reply:
     """429 with `Retry-After: <HTTP date>`; a naive `when` is taken to be UTC."""
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    value = format_datetime(when.astimezone(timezone.utc), usegmt=True)
+        when = when.replace(tzinfo=UTC)
+    value = format_datetime(when.astimezone(UTC), usegmt=True)
     return _rate_limited({"Retry-After": value}, f"Try again after {value}.")
 
 

@@ -8,7 +8,10 @@ from typing import Any
 
 DEFAULT_REPLY_TEXT = "Hello! I am a fake upstream, answering your request with a short reply."
 
-_FILLER = "the quick brown fox jumps over the lazy dog while a fake model keeps talking".split()
+_FILLER = [
+    "the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog",
+    "while", "a", "fake", "model", "keeps", "talking",
+]
 
 
 def reply_text_of_length(n: int) -> str:
