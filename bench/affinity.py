@@ -94,7 +94,7 @@ async def one_chat(
                     if first_token is None:
                         first_token = time.perf_counter() - started
                     pieces.append(chunk.choices[0].delta.content)
-        except Exception as error:  # counted and shown, the run goes on
+        except Exception as error:  # noqa: BLE001 - any failure is counted and shown, the run goes on
             setup.failures += 1
             print(f"    {setup.name}: turn {turn} failed: {error}", file=sys.stderr)
             return
@@ -154,10 +154,10 @@ def report(setups: list[Setup], args: argparse.Namespace) -> str:
     lines = [
         f"# Conversation affinity on llama.cpp — {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"{args.chats} concurrent chats × {args.turns} turns × {args.rounds} rounds per setup; 2 llama.cpp backends "
+        (f"{args.chats} concurrent chats × {args.turns} turns × {args.rounds} rounds per setup; 2 llama.cpp backends "
         f"(SmolLM2-135M Q4_1, 1 thread each, RAM prompt cache {args.cache_mb or 'off: only the KV cache of the last request'}"
         f"{' MB' if args.cache_mb else ''}, max_concurrency 1); "
-        f"max_tokens {args.max_tokens}; think time up to {args.think:g} s between turns; CPU: {cpu_model()}.",
+        f"max_tokens {args.max_tokens}; think time up to {args.think:g} s between turns; CPU: {cpu_model()}."),
         "",
         "Median time to first token (ms) by turn:",
         "",

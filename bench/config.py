@@ -59,11 +59,11 @@ class RunConfig:
         return " ".join(parts)
 
 
-QUICK = dict(
-    rounds=1, duration=1, warmup_requests=20, open_streams=100, open_timeout=15.0, plateau_timeout=2.0,
-    retry_after_ms=500, stream_tokens=10, stream_seconds=0.5, pause=0.1, throughput_concurrency=(32,),
-    sample_interval=0.2,
-)
+QUICK = {
+    "rounds": 1, "duration": 1, "warmup_requests": 20, "open_streams": 100, "open_timeout": 15.0,
+    "plateau_timeout": 2.0, "retry_after_ms": 500, "stream_tokens": 10, "stream_seconds": 0.5, "pause": 0.1,
+    "throughput_concurrency": (32,), "sample_interval": 0.2,
+}
 
 
 def _names(allowed: tuple[str, ...], flag: str):

@@ -197,8 +197,8 @@ def report(results: list[Result], args: argparse.Namespace, cpu_scaling: list[fl
     scaling = two.tokens_per_second / via_gateway.tokens_per_second
     ceiling = two_direct.tokens_per_second / direct.tokens_per_second
     rows = [
-        "| setup | backends × threads | tokens/s | p50 latency | p95 latency | completion tokens "
-        "| wall time |",
+        ("| setup | backends × threads | tokens/s | p50 latency | p95 latency | completion tokens "
+        "| wall time |"),
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -210,30 +210,30 @@ def report(results: list[Result], args: argparse.Namespace, cpu_scaling: list[fl
     return "\n".join([
         "# llama.cpp backends: gateway overhead and scaling",
         "",
-        f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC with "
+        (f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC with "
         f"`python -m bench.llamacpp --rounds {args.rounds} --requests {args.requests} "
-        f"--concurrency {args.concurrency} --max-tokens {args.max_tokens} --threads {args.threads}`.",
+        f"--concurrency {args.concurrency} --max-tokens {args.max_tokens} --threads {args.threads}`."),
         "",
-        f"Machine: {os.cpu_count()} cores ({cpu_model()}); model {MODEL} (Q4_1 GGUF); "
+        (f"Machine: {os.cpu_count()} cores ({cpu_model()}); model {MODEL} (Q4_1 GGUF); "
         f"llama-cpp-python {importlib.metadata.version('llama-cpp-python')}; "
         f"Python {platform.python_version()}. Every backend has {args.threads} thread(s) and serves one "
         f"request at a time; the benchmark client and the gateway share the same cores. Non-streaming chat "
         f"completions, temperature 0, {len(PROMPTS)} fixed prompts in turn; the setups take turns for "
         f"{args.rounds} round(s) of {args.requests} requests, {args.concurrency} at a time, after an "
-        f"uncounted warm-up.",
+        f"uncounted warm-up."),
         "",
         *rows,
         "",
-        f"- Gateway overhead (tokens/s lost, 1 backend via gateway vs direct): {overhead:+.1%} "
+        (f"- Gateway overhead (tokens/s lost, 1 backend via gateway vs direct): {overhead:+.1%} "
         f"— {verdict(overhead < 0.02)} (< 2%); p50 latency "
-        f"{1000 * (via_gateway.latency_percentile(50) - direct.latency_percentile(50)):+.0f} ms.",
-        f"- Scaling (2 backends vs 1, both via gateway): {scaling:.2f}× "
-        f"— {verdict(scaling >= 1.8)} (≥ 1.8×).",
-        f"- What this machine allowed: two backends called directly gave {ceiling:.2f}× one; two busy "
+        f"{1000 * (via_gateway.latency_percentile(50) - direct.latency_percentile(50)):+.0f} ms."),
+        (f"- Scaling (2 backends vs 1, both via gateway): {scaling:.2f}× "
+        f"— {verdict(scaling >= 1.8)} (≥ 1.8×)."),
+        (f"- What this machine allowed: two backends called directly gave {ceiling:.2f}× one; two busy "
         f"processes got through {' and '.join(f'{c:.2f}×' for c in cpu_scaling)} the work of one, before "
         f"and after the run (2.00× on two free cores). The gateway "
         f"reached {two.tokens_per_second / two_direct.tokens_per_second:.0%} of the direct two-backend "
-        "figure.",
+        "figure."),
         "",
     ])
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import aiohttp
 
@@ -150,7 +151,7 @@ class Servers:
         self._grace = grace
         self._started: list[Server] = []
 
-    async def __aenter__(self) -> Servers:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -127,8 +127,8 @@ def streaming_section(results: Results) -> list[str]:
         *table(["target", "streams", "TTFT p50", "TTFT p99", "added TTFT p50", "mean gap", "gap p99",
                 "inter-token overhead", "failed"], rows, "lrrrrrrrr"),
         "",
-        "TTFT: from sending the request to the first `data:` event. Gap: between consecutive events. "
-        "Inter-token overhead: mean gap minus direct's.",
+        ("TTFT: from sending the request to the first `data:` event. Gap: between consecutive events. "
+        "Inter-token overhead: mean gap minus direct's."),
         "",
     ]
 
@@ -149,9 +149,9 @@ def memory_section(results: Results) -> list[str]:
         *table(["target", "processes", "RSS idle", f"RSS, {m.streams:,} streams", "per stream", "open",
                 "open at upstreams", "failed", "not open in time"], rows, "lrrrrrrrr"),
         "",
-        "RSS summed over the target's processes (VmRSS), measured once it stopped growing. "
+        ("RSS summed over the target's processes (VmRSS), measured once it stopped growing. "
         "\"Open at upstreams\": streams the two fakes were serving at that moment. Streams are opened 100 "
-        f"at a time; those not open after {m.open_timeout:g} s are \"not open in time\".",
+        f"at a time; those not open after {m.open_timeout:g} s are \"not open in time\"."),
         *(["", *notes] if notes else []),
         "",
     ]
@@ -172,14 +172,14 @@ def throttled_section(results: Results) -> list[str]:
             f"{hits / windows:.2f}" if windows and name != "direct" else "—",
         ])
     return [
-        f"## Throttled upstream: one answers 429 with retry-after-ms {t.window * 1000:g}, concurrency "
-        f"{t.concurrency}",
+        (f"## Throttled upstream: one answers 429 with retry-after-ms {t.window * 1000:g}, concurrency "
+        f"{t.concurrency}"),
         "",
         *table(["target", "requests", "success", "p50", "p99", "added p50", "hits on throttled upstream",
                 "Retry-After windows", "hits per window"], rows, "lrrrrrrrr"),
         "",
-        "Direct goes to the healthy upstream. Windows: each run's duration divided by the Retry-After, "
-        "rounded up, summed over the runs.",
+        ("Direct goes to the healthy upstream. Windows: each run's duration divided by the Retry-After, "
+        "rounded up, summed over the runs."),
         "",
     ]
 
@@ -270,16 +270,16 @@ def render(results: Results, meta: Meta) -> str:
     lines = [
         "# Gateway benchmark: against the limit and its peers",
         "",
-        f"Measured {meta.started:%Y-%m-%d %H:%M} UTC with `{meta.command}` in {meta.wall_seconds:.0f} s. "
+        (f"Measured {meta.started:%Y-%m-%d %H:%M} UTC with `{meta.command}` in {meta.wall_seconds:.0f} s. "
         f"Machine: {meta.cores} cores ({meta.cpu}), Python {meta.python}, aiohttp {meta.aiohttp}, "
         f"{meta.wrk}. "
-        f"Peers: {peers}. Load average {meta.load_before[0]:.2f} before, {meta.load_after[0]:.2f} after.",
+        f"Peers: {peers}. Load average {meta.load_before[0]:.2f} before, {meta.load_after[0]:.2f} after."),
         "",
-        "Everything runs on this machine over loopback: the load generator (wrk, one thread; an asyncio "
+        ("Everything runs on this machine over loopback: the load generator (wrk, one thread; an asyncio "
         "client for streams), two fake upstreams (`python -m backends.fake`, one process each), and the "
         "target in front of them. Targets take turns within each round, in a rotated order each round; the "
         "tables give the median over rounds (streams: all streams pooled). \"Added\" is the target minus "
-        "direct.",
+        "direct."),
         "",
         "Targets:",
         "",

@@ -156,7 +156,9 @@ def _package_version(python: Path, package: str) -> tuple[str | None, str | None
         return None, f"not installed ({python} is missing)"
     probe = f"import importlib.metadata as m; print(m.version({package!r}))"
     try:
-        done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"cannot run {python}: {exc}"
     if done.returncode != 0:
@@ -167,7 +169,7 @@ def _package_version(python: Path, package: str) -> tuple[str | None, str | None
 def git_revision() -> str:
     try:
         done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                              text=True, timeout=10)
+                              text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return done.stdout.strip() or "unknown"
