@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -185,7 +185,7 @@ async def test_script_accepts_bare_status_codes(serve: Serve, openai_client) -> 
     assert script == [429, 500]  # the caller's list is not consumed
 
 
-RETRY_DATE = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+RETRY_DATE = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -478,7 +478,7 @@ def test_reply_validation() -> None:
 )
 def test_cli_rejects_bad_arguments(args: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "backends.fake", *args], cwd=ROOT, capture_output=True,
-                            text=True, timeout=30)
+                            text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
 

@@ -3,6 +3,7 @@ main.bicep, azd's conventions (tags, outputs), and every app configured with exa
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -310,7 +311,7 @@ def test_gateway_backends_from_the_template_are_valid_gateway_settings() -> None
     assert [b.name for b in only_llama.backends] == ["llama-1", "llama-2"]
 
 
-def llama_args(cores: int):  # noqa: ANN201 - argparse.Namespace
+def llama_args(cores: int) -> argparse.Namespace:
     from backends.llamacpp.__main__ import parse_args
 
     scope = scope_of(MAIN, llamaCpuCores=cores)

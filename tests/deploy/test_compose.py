@@ -3,6 +3,7 @@ exactly what it reads, checked by building the apps' real settings from the file
 
 from __future__ import annotations
 
+import argparse
 import base64
 import importlib.resources
 import json
@@ -214,7 +215,7 @@ def test_the_documented_extra_backend_example_loads(
 ) -> None:
     from gateway.settings import BackendKind, load_settings
 
-    example = re.search(r"^#\s+EXTRA_BACKENDS='(.*)'$", ENV_EXAMPLE.read_text(encoding="utf-8"), re.M)
+    example = re.search(r"^#\s+EXTRA_BACKENDS='(.*)'$", ENV_EXAMPLE.read_text(encoding="utf-8"), re.MULTILINE)
     assert example, ".env.example shows how to add an Azure OpenAI backend"
     compose = interpolate(load_compose(), filled_env(EXTRA_BACKENDS=example.group(1)))
     environment = {**dockerfile_env("gateway"), **service_env(compose["services"]["gateway"])}
@@ -242,7 +243,7 @@ def test_chat_settings_load_from_the_file(
     assert settings.azure_openai_custom_url.startswith("http://gateway:8080/")
 
 
-def llama_args(service: dict[str, Any]):  # noqa: ANN201 - argparse.Namespace
+def llama_args(service: dict[str, Any]) -> argparse.Namespace:
     """The backend's real argument parser on the image ENTRYPOINT followed by the service's command."""
     from backends.llamacpp.__main__ import parse_args
 

@@ -35,7 +35,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     commands = [line for line in ci.splitlines() if line.strip() and not line.lstrip().startswith(("#", "set ", "cd ", "export "))]
     assert commands == ["make test"]
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    assert re.search(r"^test:", makefile, re.M) and re.search(r"^up:", makefile, re.M)
+    assert re.search(r"^test:", makefile, re.MULTILINE) and re.search(r"^up:", makefile, re.MULTILINE)
 
 
 def test_every_chat_app_setting_is_documented():
