@@ -438,6 +438,18 @@ async def test_control_endpoints(serve: Serve) -> None:
     assert upstream.requests == [] and upstream.default == Reply(status=500)
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [({"script": 429}, '"script" must be a list'), ({"script": ["429"]}, "a reply must be a status code")],
+    ids=["script-not-a-list", "reply-not-an-object"],
+)
+async def test_a_script_of_the_wrong_json_type_is_a_400(serve: Serve, body: object, message: str) -> None:
+    url = await serve(FakeUpstream())
+    async with aiohttp.ClientSession(base_url=url) as session, session.post("/_fake/script", json=body) as resp:
+        assert resp.status == 400
+        assert message in (await resp.json())["error"]["message"]
+
+
 async def test_works_with_the_aiohttp_server_fixture(aiohttp_server) -> None:
     upstream = FakeUpstream(name="fixture")
     server = await aiohttp_server(upstream.make_app())
