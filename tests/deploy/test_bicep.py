@@ -3,14 +3,13 @@ main.bicep, azd's conventions (tags, outputs), and every app configured with exa
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy import bicep, dockerfiles
+from tests.deploy import azd_params, bicep, dockerfiles
 from tests.deploy.apps import App
 from tests.deploy.bicep import MAIN, evaluate, ns, parse, scope_of
 
@@ -18,7 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 PARAMETERS_FILE = bicep.BICEP_DIR / "main.parameters.json"
 CONTAINER_APP = (bicep.BICEP_DIR / "modules" / "container-app.bicep").resolve()
 APP_MODULES = {"gateway": "gateway", "chat": "chat", "llama": "llama"}  # main.bicep symbol -> app
-_AZD_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:=([^}]*))?\}")
 UPPER_SNAKE = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
 
 
@@ -76,72 +74,6 @@ def test_outputs_are_upper_snake_and_include_what_azd_needs() -> None:
         "AZURE_CHAT_URL",
         "AZURE_GATEWAY_URL",
     } <= set(outputs)
-
-
-# ---- main.parameters.json -------------------------------------------------------------------------------
-
-
-def azd_substitute(text: str, env: dict[str, str]) -> str:
-    """What azd does to the file before reading it as JSON: ${VAR} and ${VAR=default}."""
-    return _AZD_REFERENCE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
-
-
-def azd_value(param: dict[str, Any], value: Any) -> Any:
-    """azd's relaxed typing: a string becomes the bool or int the template declares."""
-    if isinstance(value, str) and param["type"] == "bool":
-        return {"true": True, "false": False}[value.lower()]
-    if isinstance(value, str) and param["type"] == "int":
-        return int(value)
-    return value
-
-
-def test_parameters_file_maps_to_declared_parameters() -> None:
-    text = PARAMETERS_FILE.read_text(encoding="utf-8")
-    mapped = json.loads(azd_substitute(text, {}))["parameters"]
-    declared = declared_params(MAIN)
-    assert set(mapped) <= set(declared), (
-        f"not parameters of main.bicep: {sorted(set(mapped) - set(declared))}"
-    )
-    for name, param in declared.items():
-        generated = (bicep.decorators(param).get("metadata") or {}).get("azd", {}).get("type") == "generate"
-        if generated:
-            assert "secure" in bicep.decorators(param), f"{name}: a generated value must be @secure()"
-            assert name not in mapped, f"{name}: azd generates it; the parameters file must not set it"
-        elif param.get("default") is None:
-            assert name in mapped, f"{name} has no default and no mapping in main.parameters.json"
-    references = {m.group(1): m.group(2) for m in _AZD_REFERENCE.finditer(text)}
-    assert all(UPPER_SNAKE.fullmatch(name) for name in references)
-    assert {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_PRINCIPAL_ID"} <= set(references)
-
-
-def test_parameters_file_defaults_are_the_template_defaults_and_valid() -> None:
-    mapped = json.loads(azd_substitute(PARAMETERS_FILE.read_text(encoding="utf-8"), {}))["parameters"]
-    declared = declared_params(MAIN)
-    for name, entry in mapped.items():
-        param = declared[name]
-        value = entry["value"]
-        if value == "" and param["type"] == "string":
-            continue  # azd passes nothing: the template default (or, without one, a prompt)
-        value = azd_value(param, value)
-        if param.get("default") is not None:
-            assert value == param["default"], (
-                f"{name}: parameters file default {value!r} != {param['default']!r}"
-            )
-        rules = bicep.decorators(param)
-        if "allowed" in rules:
-            assert value in rules["allowed"], name
-        if "min_value" in rules:
-            assert value >= rules["min_value"], name
-        if "max_value" in rules:
-            assert value <= rules["max_value"], name
-
-
-def test_openai_instances_from_the_environment_reach_the_template_as_an_array() -> None:
-    instances = [{"name": "eastus", "location": "eastus"}, {"name": "sweden", "location": "swedencentral"}]
-    env = {"AZURE_OPENAI_INSTANCES": json.dumps(instances), "AZURE_OPENAI_CAPACITY": "50"}
-    mapped = json.loads(azd_substitute(PARAMETERS_FILE.read_text(encoding="utf-8"), env))["parameters"]
-    assert mapped["openAiInstances"]["value"] == instances
-    assert azd_value(declared_params(MAIN)["openAiCapacity"], mapped["openAiCapacity"]["value"]) == 50
 
 
 # ---- azd services ---------------------------------------------------------------------------------------
@@ -489,6 +421,6 @@ def test_the_generated_gateway_key_is_header_safe() -> None:
 def test_no_made_up_names_in_the_apps_namespaces() -> None:
     """azd environment names (parameters and outputs) stay out of the apps' own GATEWAY_/CHAT_ prefixes."""
     text = PARAMETERS_FILE.read_text(encoding="utf-8")
-    names = {m.group(1) for m in _AZD_REFERENCE.finditer(text)} | set(parse(MAIN)["outputs"])
+    names = set(azd_params.references(text)) | set(parse(MAIN)["outputs"])
     for name in names:
         assert not name.startswith(("GATEWAY_", "CHAT_")), f"{name} would read as a setting of an app"
