@@ -12,7 +12,8 @@ import jinja2
 from aiohttp import web
 
 from chat_client import keys
-from chat_client.database import create_engine, describe, migrate
+from chat_client.database import describe, migrate
+from chat_client.entra_password import open_engine
 from chat_client.errors import error_middleware
 from chat_client.llm import open_chat_model
 from chat_client.replies import ReplyWriter
@@ -59,13 +60,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         log.info("database: %s", describe(url))
-    engine = create_engine(url)
-    try:
+    async with open_engine(settings) as engine:
         await migrate(engine)
         app[keys.store_key] = ChatStore(engine)
         yield
-    finally:
-        await engine.dispose()
 
 
 async def _chat_model(app: web.Application) -> AsyncIterator[None]:

@@ -58,6 +58,8 @@ class ChatSettings(BaseSettings):
     request_timeout: float = Field(60.0, gt=0, validation_alias="CHAT_REQUEST_TIMEOUT")
 
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    # true: the PostgreSQL password is an Entra ID token of the app's identity (entra_password.py).
+    database_azure_auth: bool = Field(False, validation_alias="DATABASE_AZURE_AUTH")
 
     openai_host: OpenAIHost = Field("local", validation_alias="OPENAI_HOST")
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")

@@ -32,6 +32,13 @@ AZURE_IDENTITY_VARIABLES = frozenset(
 )
 
 
+# What asyncpg reads besides its arguments (libpq's names); the template sets PGSSLROOTCERT so that
+# sslmode=verify-full checks the server against the image's CA bundle.
+ASYNCPG_VARIABLES = frozenset({"PGSSLROOTCERT", "PGSSLMODE", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL"})
+# What the Azure Monitor OpenTelemetry distro reads (the apps' telemetry modules pass nothing else).
+AZURE_MONITOR_VARIABLES = frozenset({"APPLICATIONINSIGHTS_CONNECTION_STRING"})
+
+
 @dataclass(frozen=True)
 class App:
     name: str
@@ -74,7 +81,7 @@ def chat() -> App:
 
     reads = {str(field.validation_alias) for field in ChatSettings.model_fields.values()}
     extra, uses_identity = _source_reads(REPO / "chat-client" / "chat_client")
-    reads |= extra | (AZURE_IDENTITY_VARIABLES if uses_identity else set())
+    reads |= extra | (AZURE_IDENTITY_VARIABLES if uses_identity else set()) | ASYNCPG_VARIABLES
     required = {
         "CHAT_HOST",  # 127.0.0.1 by default
         "CHAT_SESSION_KEY",  # required outside dev mode

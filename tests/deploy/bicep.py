@@ -37,15 +37,20 @@ def bicep_files() -> list[Path]:
 
 
 def module_calls(path: Path) -> dict[str, dict[str, Any]]:
-    """Module symbol -> {"path": resolved file, "loop": loop or None, "params": {...}} of one file."""
+    """Module symbol -> {"path", "loop", "condition", "params"} of one file: the resolved file, the loop (or
+    None), the `if (…)` expression (or None) and the parameters passed."""
     calls = {}
     for symbol, module in parse(path).get("modules", {}).items():
         config = module["config"]
         loop = config.get("loop_type")
         body = config["config"] if loop else config
+        condition = body.get("condition")
+        if condition is not None:
+            body = body["config"]
         calls[symbol] = {
             "path": (path.parent / module["detail"]["path"]).resolve(),
             "loop": loop,
+            "condition": condition,
             "params": body.get("params", {}),
         }
     return calls
@@ -62,6 +67,27 @@ def strip_quotes(key: str) -> str:
 def ns(**attributes: Any) -> SimpleNamespace:
     """A stand-in for a resource or module symbol inside interpolations: ns(outputs=ns(uri='https://…'))."""
     return SimpleNamespace(**attributes)
+
+
+class FakeOutputs:
+    """A module's outputs before a deployment: `<module>.<output>` placeholders."""
+
+    def __init__(self, module: str) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> str:
+        return f"<{self._module}.{name}>"
+
+
+def main_scope(**bindings: Any) -> dict[str, Any]:
+    """main.bicep's scope with every module's outputs faked, unless the caller binds the module."""
+    fakes = {name: ns(outputs=FakeOutputs(name)) for name in module_calls(MAIN)}
+    return scope_of(MAIN, **{**fakes, **bindings})
+
+
+def app_env(symbol: str, **bindings: Any) -> list[dict[str, Any]]:
+    """The env list main.bicep passes to an app module, evaluated (faked module outputs, see main_scope)."""
+    return evaluate(module_calls(MAIN)[symbol]["params"].get("env", []), main_scope(**bindings))
 
 
 def scope_of(path: Path, **bindings: Any) -> dict[str, Any]:
