@@ -131,7 +131,7 @@ def evaluate(expression: Any, scope: dict[str, Any]) -> Any:
 def _interpolate(text: str, scope: dict[str, Any]) -> str:
     # The expressions we interpolate (`i + 1`, `names[i]`, `server.properties.fqdn`) read the same in Python.
     def replace(match: re.Match[str]) -> str:
-        value = eval(match.group(1), {"__builtins__": {}}, scope)  # noqa: S307 - our own test fixtures
+        value = eval(match.group(1), {"__builtins__": {}}, scope)
         return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
     return _INTERPOLATION.sub(replace, text)
@@ -181,6 +181,14 @@ def _operate(operator: dict[str, Any], scope: dict[str, Any]) -> Any:
     values = [evaluate(operand, scope) for operand in operands.values()]
     if kind == "equals":
         return values[0] == values[1]
+    if kind == "not_equals":
+        return values[0] != values[1]
+    if kind == "greater_than":
+        return values[0] > values[1]
+    if kind == "or":
+        return bool(values[0]) or bool(values[1])
+    if kind == "and":
+        return bool(values[0]) and bool(values[1])
     if kind == "multiply":
         return values[0] * values[1]
     if kind == "add":
@@ -189,12 +197,15 @@ def _operate(operator: dict[str, Any], scope: dict[str, Any]) -> Any:
 
 
 def _access(base: Any, path: Any, scope: dict[str, Any]) -> Any:
-    """`base.a.b`: pycep nests the chain as {"operand_1": "a", "operand_2": "b"}; names are not evaluated."""
+    """`base.a.b`: pycep nests the chain as {"operand_1": "a", "operand_2": "b"}; names are not evaluated.
+    `base.a[0].b` nests an index accessor in the chain: {"operand_1": "a", "operand_2": 0}, whose index is."""
     if isinstance(path, dict):
         accessor = path["operator"]
+        operands = accessor["operands"]
         if accessor["type"] == "property_accessor":
-            name, rest = accessor["operands"]["operand_1"], accessor["operands"]["operand_2"]
-            return _access(_member(base, name), rest, scope)
+            return _access(_access(base, operands["operand_1"], scope), operands["operand_2"], scope)
+        if accessor["type"] == "index_accessor":
+            return _access(base, operands["operand_1"], scope)[evaluate(operands["operand_2"], scope)]
         raise NotImplementedError(f"Bicep accessor {accessor['type']} in a test evaluation")
     return _member(base, path)
 

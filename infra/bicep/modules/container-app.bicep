@@ -87,7 +87,7 @@ resource running 'Microsoft.App/containerApps@2024-03-01' existing = if (exists)
   name: empty(imageSourceAppName) ? name : imageSourceAppName
 }
 
-var resolvedImage = exists ? running.properties.template.containers[0].image : (!empty(image) ? image : placeholderImage)
+var resolvedImage = exists ? running.properties.template.containers[0].image : (empty(image) ? placeholderImage : image)
 var isPlaceholder = resolvedImage == placeholderImage
 
 var primaryIdentity = {
@@ -133,7 +133,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
         {
           name: 'main'
           image: resolvedImage
-          args: empty(args) || isPlaceholder ? null : args
+          args: (empty(args) || isPlaceholder) ? null : args
           env: env
           resources: {
             cpu: json(cpu)
@@ -146,7 +146,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
         minReplicas: minReplicas
         maxReplicas: maxReplicas
         // An app held at one replica (min = max) gets no rule: there is nothing to scale.
-        rules: minReplicas == maxReplicas ? [] : [
+        rules: (minReplicas == maxReplicas) ? [] : [
           {
             name: 'http-concurrency'
             http: {
