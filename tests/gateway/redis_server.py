@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -24,6 +25,13 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def pause(self) -> None:
+        """Stop it answering without closing its connections: a Redis that has become slow."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         self.process.kill()
@@ -61,5 +69,6 @@ def redis_server(port: int | None = None) -> Iterator[RedisServer]:
             yield RedisServer(port, process)
         finally:
             if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
                 process.terminate()
             process.wait(timeout=10)
