@@ -13,17 +13,26 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from typing import Protocol
 
 import orjson
 
 
-def conversation_key(model: str | None, messages: list) -> bytes | None:
+def conversation_key(model: str | None, messages: list[object]) -> bytes | None:
     """A short stable hash of the conversation's opening, or None when there is no user message yet."""
     for index, message in enumerate(messages):
         if isinstance(message, dict) and message.get("role") == "user":
             opening = orjson.dumps([model, messages[: index + 1]], option=orjson.OPT_SORT_KEYS)
             return hashlib.blake2b(opening, digest_size=12).digest()
     return None
+
+
+class AffinityStore(Protocol):
+    """Where conversations went last: this process's table, or a shared one across replicas."""
+
+    def preferred(self, key: bytes) -> str | None: ...
+
+    def remember(self, key: bytes, backend: str) -> None: ...
 
 
 class AffinityTable:
@@ -48,6 +57,3 @@ class AffinityTable:
         if len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
 
-    def forget_backend(self, backend: str) -> None:
-        for key in [key for key, name in self._entries.items() if name == backend]:
-            del self._entries[key]

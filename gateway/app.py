@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import keys
+from gateway.accounting import Accounting
 from gateway.affinity import AffinityTable
 from gateway.azure_auth import EntraTokenProvider, default_credential
 from gateway.backend_state import BreakerPolicy
@@ -18,7 +19,8 @@ from gateway.health import health_checks_ctx
 from gateway.http1 import ConnectionPool
 from gateway.metrics import GatewayMetrics
 from gateway.models_catalog import ModelsCatalog
-from gateway.proxy import ChatProxy
+from gateway.outcome import CooldownPolicy
+from gateway.proxy import Proxy
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
 from gateway.upstream import UpstreamClient
@@ -39,6 +41,7 @@ def create_app(
         queue_timeout=settings.queue_timeout,
         queue_max=settings.queue_max,
         queue_aging=settings.queue_aging,
+        breaker=BreakerPolicy(settings.eject_after_failures, settings.eject_base, settings.eject_max),
         now=clock.monotonic,
     )
     app[keys.BALANCER] = balancer
@@ -78,15 +81,13 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.UPSTREAM] = upstream
     app[keys.MODELS_CATALOG] = ModelsCatalog(app[keys.BALANCER], upstream)
-    app[keys.PROXY] = ChatProxy(
+    app[keys.PROXY] = Proxy(
         balancer=app[keys.BALANCER],
         upstream=upstream,
-        metrics=app[keys.METRICS],
+        accounting=Accounting(app[keys.METRICS]),
         clock=app[keys.CLOCK],
         max_attempts=settings.max_attempts,
-        cooldown_default=settings.cooldown_default,
-        cooldown_max=settings.cooldown_max,
-        breaker=BreakerPolicy(settings.eject_after_failures, settings.eject_base, settings.eject_max),
+        cooldown=CooldownPolicy(settings.cooldown_default, settings.cooldown_max),
         expose_routing_headers=settings.expose_routing_headers,
         affinity=AffinityTable(settings.affinity_capacity) if settings.affinity_enabled else None,
     )

@@ -6,7 +6,16 @@ Circuit breaker: ``eject_after_failures`` consecutive connection errors / timeou
 ``eject_base * 2**(ejections-1)`` seconds (capped at ``eject_max``). When that period is over the circuit is
 half-open: exactly one probe request may go through; success closes it, failure ejects again for longer.
 Throttling (429, or 503 with a retry hint) is not a failure of the backend: it only cools it down for the time
-the upstream asked for.
+the upstream asked for. When that time is over, one request goes first (a probe, as for the breaker) and the
+others wait until it is settled, so a burst does not land on the backend the instant its cooldown ends.
+
+A probe whose request never settles (the client disconnected, the task was cancelled) counts as neither
+success nor failure: ``abandon`` gives the probe back and the next request probes instead. Without that, an
+``openai``/``azure`` backend (which has no health check to reset it) would stay ejected for good.
+
+This object is the interface a shared (multi-replica) implementation replaces: the balancer reads
+``available``/``condition``/``in_flight`` on every request and records through ``start_request``,
+``finish_request``, ``settle``, ``abandon`` and ``record_health``.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gateway.outcome import BreakerEffect, Verdict
 from gateway.settings import BackendConfig
 
 
@@ -34,8 +44,8 @@ class BreakerPolicy:
 class BackendState:
     __slots__ = (
         "config", "name", "priority", "weight", "max_concurrency", "in_flight", "cooldown_until",
-        "consecutive_failures", "ejections", "ejected_until", "probe_in_flight", "reachable", "health_detail",
-        "current_weight",
+        "consecutive_failures", "ejections", "ejected_until", "probe_in_flight", "recovering", "reachable",
+        "health_detail",
     )
 
     def __init__(self, config: BackendConfig) -> None:
@@ -50,9 +60,9 @@ class BackendState:
         self.ejections = 0
         self.ejected_until = 0.0
         self.probe_in_flight = False
+        self.recovering = False  # throttled since its last success: the next request is a probe
         self.reachable = True
         self.health_detail = ""
-        self.current_weight = 0  # smooth weighted round robin bookkeeping
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -64,8 +74,8 @@ class BackendState:
             return BackendCondition.UNHEALTHY
         if self.circuit_open() and (now < self.ejected_until or self.probe_in_flight):
             return BackendCondition.EJECTED
-        if now < self.cooldown_until:
-            return BackendCondition.COOLING
+        if now < self.cooldown_until or self.probe_in_flight:
+            return BackendCondition.COOLING  # (or its cooldown is over and the probe after it is out)
         return BackendCondition.HEALTHY
 
     def available(self, now: float) -> bool:
@@ -77,9 +87,8 @@ class BackendState:
         return (
             self.reachable
             and now >= self.cooldown_until
-            and not (
-                self.ejections and self.consecutive_failures and (now < self.ejected_until or self.probe_in_flight)
-            )
+            and not self.probe_in_flight
+            and not (self.ejections and self.consecutive_failures and now < self.ejected_until)
             and (self.max_concurrency is None or self.in_flight < self.max_concurrency)
         )
 
@@ -90,6 +99,8 @@ class BackendState:
         """Why this backend can't take a request now, or None if it can."""
         condition = self.condition(now)
         if condition is BackendCondition.COOLING:
+            if now >= self.cooldown_until:
+                return "cooled down, probe in flight"
             return f"cooling down for {self.cooldown_until - now:.3f}s"
         if condition is BackendCondition.EJECTED:
             if self.probe_in_flight:
@@ -109,21 +120,37 @@ class BackendState:
 
     def start_request(self, now: float) -> None:
         self.in_flight += 1
-        if self.circuit_open():
+        if self.recovering or self.circuit_open():
             # Half-open: this request is the probe; nobody else gets through until it is decided.
             self.probe_in_flight = True
 
     def finish_request(self) -> None:
         self.in_flight -= 1
 
+    def settle(self, verdict: Verdict, now: float, policy: BreakerPolicy) -> float | None:
+        """Record an attempt's verdict; returns the ejection period when it opened the circuit."""
+        if verdict.cooldown is not None:
+            self.record_throttled(now, verdict.cooldown)
+        if verdict.breaker is BreakerEffect.FAILURE:
+            return self.record_failure(now, policy)
+        if verdict.breaker is BreakerEffect.SUCCESS:
+            self.record_success()
+        return None
+
+    def abandon(self) -> None:
+        """An attempt ended without a verdict (cancelled): if it was the probe, the next request probes."""
+        self.probe_in_flight = False
+
     def record_success(self) -> None:
         self.consecutive_failures = 0
         self.ejections = 0
         self.probe_in_flight = False
+        self.recovering = False
 
     def record_throttled(self, now: float, seconds: float) -> None:
         self.cooldown_until = max(self.cooldown_until, now + seconds)
         self.probe_in_flight = False
+        self.recovering = True
 
     def record_failure(self, now: float, policy: BreakerPolicy) -> float | None:
         """Count a connection error / timeout / 5xx; returns the ejection period when the circuit opens."""
@@ -147,4 +174,5 @@ class BackendState:
             self.consecutive_failures = 0
             self.ejections = 0
             self.probe_in_flight = False
+            self.recovering = False
         return changed

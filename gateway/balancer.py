@@ -1,27 +1,65 @@
-"""Which backend takes the next attempt, and what to say when none can.
+"""Which backend takes the next attempt, and what to say when none can: one call, ``acquire``, returns a
+``Lease`` or raises the refusal.
 
 Selection, in order:
-1. candidates: backends that serve the requested model and were not already tried for this request;
-2. eligible: not cooling down, not ejected, healthy, under their ``max_concurrency``;
+1. candidates: backends that serve the requested model (none → 404) and were not already tried for this
+   request;
+2. eligible: not cooling down, not ejected, healthy, under their ``max_concurrency`` (``BackendState``);
 3. the best (lowest) ``priority`` among the eligible;
 4. inside that tier: the conversation's pinned backend (affinity) if it is there and no busier than the least
-   busy; else least outstanding requests (per unit of weight) when the backends have a known capacity
-   (``max_concurrency``) or ``routing=least_outstanding``; otherwise smooth weighted round robin.
+   busy; else the policy chosen once at start-up (``gateway.policies``).
 
 When nothing is eligible the reason decides the answer: every candidate cooling down → 429 at once with the
 soonest recovery as Retry-After (the client's own backoff then waits, not us); all merely busy → wait in a
-bounded queue for a free slot; nothing alive at all → 503.
+bounded queue for a free slot (``gateway.wait_queue``), 429 if none frees up in time; nothing alive → 503.
+
+The lease holds the backend's slot until ``release(verdict)``: the verdict (``gateway.outcome``) is recorded on
+the backend (cooldown, breaker), then the slot goes to the next waiter. ``release()`` without a verdict — the
+attempt was cancelled — settles nothing, but gives a half-open probe back.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-from gateway.backend_state import BackendCondition, BackendState
+from gateway.backend_state import BackendCondition, BackendState, BreakerPolicy
 from gateway.errors import AllBackendsThrottled, ModelNotFound, NoBackendAvailable
+from gateway.outcome import Verdict
+from gateway.policies import policy_for
 from gateway.settings import BackendConfig, RoutingStrategy
+from gateway.wait_queue import WaitQueue, hand_over
+
+Refusal = AllBackendsThrottled | NoBackendAvailable | ModelNotFound
+
+
+class Lease:
+    """One attempt's hold on a backend: who it is, why others were passed over, and how affinity went."""
+
+    __slots__ = ("backend", "skipped", "affinity", "_balancer", "_released")
+
+    def __init__(
+        self, balancer: Balancer, backend: BackendState, skipped: dict[str, str] | None, affinity: str | None
+    ) -> None:
+        self.backend = backend
+        self.skipped = skipped  # name → why it was not eligible (untried candidates only); None if none were
+        self.affinity = affinity  # "hit" or "moved" when a pinned backend was asked for, else None
+        self._balancer = balancer
+        self._released = False
+
+    def release(self, verdict: Verdict | None = None) -> float | None:
+        """Record ``verdict`` on the backend and free the slot; returns the ejection period if the circuit
+        opened. Idempotent: only the first call counts."""
+        if self._released:
+            return None
+        self._released = True
+        state = self.backend
+        if verdict is None:
+            state.abandon()
+            ejected = None
+        else:
+            ejected = state.settle(verdict, self._balancer.now(), self._balancer.breaker)
+        self._balancer.finish(state)
+        return ejected
 
 
 class Balancer:
@@ -33,28 +71,26 @@ class Balancer:
         queue_timeout: float = 30.0,
         queue_max: int = 1000,
         queue_aging: float = 5.0,
+        breaker: BreakerPolicy | None = None,
         now: Callable[[], float],
+        state_factory: Callable[[BackendConfig], BackendState] = BackendState,
     ) -> None:
-        self.states = [BackendState(config) for config in backends]
+        """``state_factory`` builds each backend's state: where a shared implementation plugs in."""
+        self.states = [state_factory(config) for config in backends]
         self.by_name = {state.name: state for state in self.states}
         self.now = now
-        self._queue_timeout = queue_timeout
-        self._queue_max = queue_max
-        self._waiters: deque[_Waiter] = deque()
-        # Requests waiting for one backend in particular (the one holding their conversation).
-        self._pinned_waiters: dict[str, deque[_Waiter]] = {s.name: deque() for s in self.states}
-        self._aging = queue_aging
-        self._least_outstanding = routing is RoutingStrategy.LEAST_OUTSTANDING or (
-            routing is RoutingStrategy.AUTO and all(s.max_concurrency is not None for s in self.states)
+        self.breaker = breaker or BreakerPolicy()
+        self.queue_timeout = queue_timeout
+        self.queue = WaitQueue(
+            self.by_name, max_size=queue_max, aging=queue_aging, now=now, give_back=self.finish
         )
+        self._policy = policy_for(routing, self.states)
         self._restricted_models = any(s.config.models is not None for s in self.states)
-        # Equal weights make smooth weighted round robin a plain rotation, which costs a third as much.
-        self._equal_weights = len({s.weight for s in self.states}) <= 1
-        self._turn = 0  # rotates ties (least outstanding) or turns (equal weights); a balancer uses one
 
-    # -- choosing --------------------------------------------------------------------------------------
+    # -- the one call --------------------------------------------------------------------------------
 
-    def candidates(self, model: str | None) -> list[BackendState]:
+    def candidates(self, model: str | None) -> Sequence[BackendState]:
+        """The backends serving ``model``; ModelNotFound (404) if there are none."""
         if not self._restricted_models:
             return self.states
         serving = [s for s in self.states if s.config.serves(model)]
@@ -62,17 +98,61 @@ class Balancer:
             raise ModelNotFound(f"The model {model!r} does not exist or no backend serves it.")
         return serving
 
-    def choose(
+    async def acquire(
         self,
-        candidates: list[BackendState],
-        tried: frozenset[str] | set[str],
-        skipped: dict[str, str] | None = None,
-        preferred: str | None = None,
-    ) -> BackendState | None:
-        """The backend for the next attempt, or None when no untried candidate is eligible right now.
+        candidates: Sequence[BackendState],
+        tried: Sequence[str],
+        preferred: str | None,
+        deadline: float,
+    ) -> Lease:
+        """A lease on the backend for the next attempt, its slot already taken; or the refusal, raised.
 
-        ``skipped`` (if given) is filled with the reason each untried candidate was passed over, for the log.
+        ``tried``: backends this request already tried (never again); ``preferred``: the backend holding the
+        conversation (affinity), if any; ``deadline``: how long it may queue for a free slot (monotonic).
         """
+        if preferred is not None and preferred in tried:
+            preferred = None  # it already failed this request: no loyalty to a broken backend
+        while True:
+            skipped: dict[str, str] = {}
+            state = self._choose(candidates, tried, skipped, preferred)
+            if state is not None and (preferred is None or state.name == preferred):
+                # Decided without queueing: a backend is free (the conversation's own, if it has one).
+                state.start_request(self.now())
+                return Lease(self, state, skipped or None, None if preferred is None else "hit")
+            waited: BackendState | bool
+            pinned = self._worth_waiting_for(preferred, candidates) if preferred is not None else None
+            if pinned is not None:
+                # Its conversation's cache is there and the others are no less busy: queue for it.
+                waited = await self.queue.wait(deadline, frozenset((pinned.name,)), pinned.name)
+            elif state is not None:
+                state.start_request(self.now())
+                waited = state
+            else:
+                untried = [c for c in candidates if c.name not in tried]
+                refusal = self._refusal(untried)
+                if refusal is not None:
+                    raise refusal
+                # Every untried backend is healthy but at its max_concurrency: queue for a free slot.
+                waited = await self.queue.wait(deadline, frozenset(s.name for s in untried))
+            if waited is False:
+                raise AllBackendsThrottled(
+                    f"All backends are busy and no slot freed up within {self.queue_timeout:g}s.", retry_after=1.0
+                )
+            if isinstance(waited, BackendState):
+                affinity = None if preferred is None else ("hit" if waited.name == preferred else "moved")
+                return Lease(self, waited, skipped or None, affinity)
+            # True: something changed (a backend came back): look again.
+
+    # -- choosing ------------------------------------------------------------------------------------
+
+    def _choose(
+        self,
+        candidates: Sequence[BackendState],
+        tried: Sequence[str],
+        skipped: dict[str, str],
+        preferred: str | None,
+    ) -> BackendState | None:
+        """The backend for the next attempt, or None when no untried candidate is eligible right now."""
         now = self.now()
         best_priority = None
         tier: list[BackendState] = []
@@ -80,8 +160,7 @@ class Balancer:
             if state.name in tried:
                 continue
             if not state.available(now):
-                if skipped is not None:
-                    skipped[state.name] = state.skip_reason(now) or "busy"
+                skipped[state.name] = state.skip_reason(now) or "busy"
                 continue
             priority = state.priority
             if best_priority is None or priority < best_priority:
@@ -96,63 +175,13 @@ class Balancer:
             for state in tier:
                 if state.name == preferred and self.load(state) <= min(self.load(s) for s in tier):
                     return state
-        if self._least_outstanding:
-            return self._least_loaded(tier)
-        if self._equal_weights:
-            self._turn += 1
-            return tier[(self._turn - 1) % len(tier)]  # the first backend first, as round robin is expected to
-        return self._smooth_weighted_round_robin(tier)
-
-    def _least_loaded(self, tier: list[BackendState]) -> BackendState:
-        # Rotate the starting point so that equally loaded backends take turns instead of the first always
-        # winning ties (which would leave the second idle at low concurrency).
-        self._turn += 1
-        offset = self._turn % len(tier)
-        rotated = tier[offset:] + tier[:offset]
-        return min(rotated, key=self.load)
-
-    @staticmethod
-    def _smooth_weighted_round_robin(tier: list[BackendState]) -> BackendState:
-        # nginx's smooth WRR: weights 5,1,1 give a a b a c a a rather than a a a a a b c.
-        total = 0
-        chosen = tier[0]
-        for state in tier:
-            state.current_weight += state.weight
-            total += state.weight
-            if state.current_weight > chosen.current_weight:
-                chosen = state
-        chosen.current_weight -= total
-        return chosen
-
-    # -- when nothing is eligible ----------------------------------------------------------------------
-
-    def refusal(self, candidates: list[BackendState]) -> AllBackendsThrottled | NoBackendAvailable | None:
-        """The error to answer with when no candidate is eligible, or None if waiting for a slot may help."""
-        now = self.now()
-        cooling: list[float] = []
-        busy = False
-        for state in candidates:
-            condition = state.condition(now)
-            if condition is BackendCondition.HEALTHY:
-                busy = True  # healthy but at max_concurrency: a slot will free up
-            elif condition is BackendCondition.COOLING:
-                cooling.append(state.available_at(now) - now)
-            elif condition is BackendCondition.EJECTED and not state.probe_in_flight:
-                cooling.append(state.available_at(now) - now)
-        if busy:
-            return None
-        if cooling and any(s.condition(now) is BackendCondition.COOLING for s in candidates):
-            soonest = min(cooling)
-            return AllBackendsThrottled(
-                f"All backends are throttled; retry after {soonest:.3f}s.", retry_after=soonest
-            )
-        return NoBackendAvailable("No backend is available to serve this request (all ejected or unhealthy).")
+        return self._policy.select(tier, self.load)
 
     def load(self, state: BackendState) -> float:
         """Outstanding work per unit of weight: requests in flight plus those queued for this backend only."""
-        return (state.in_flight + len(self._pinned_waiters[state.name])) / state.weight
+        return (state.in_flight + self.queue.pinned_to(state.name)) / state.weight
 
-    def worth_waiting_for(self, preferred: str, candidates: list[BackendState]) -> BackendState | None:
+    def _worth_waiting_for(self, preferred: str, candidates: Sequence[BackendState]) -> BackendState | None:
         """The pinned backend, if it is merely busy and no busier than the least busy other candidate.
 
         Waiting for it keeps the conversation's cache; when another backend is less loaded (say idle), going
@@ -167,111 +196,61 @@ class Balancer:
             return None
         return state
 
-    async def wait_for_slot(
-        self, deadline: float, accepts: frozenset[str], backend: BackendState | None = None
-    ) -> BackendState | bool:
-        """Queue until a slot frees up on one of ``accepts`` (or on ``backend``, for a pinned conversation).
+    def _refusal(self, untried: Sequence[BackendState]) -> Refusal | None:
+        """The error to answer with when no candidate is eligible, or None if waiting for a slot may help."""
+        if not untried:
+            return NoBackendAvailable("Every backend that serves this request was tried.")
+        now = self.now()
+        cooling: list[float] = []
+        any_cooling = False
+        for state in untried:
+            condition = state.condition(now)
+            if condition is BackendCondition.HEALTHY:
+                return None  # healthy but at max_concurrency: a slot will free up
+            if condition is BackendCondition.COOLING:
+                any_cooling = True
+                cooling.append(state.available_at(now) - now)
+            elif condition is BackendCondition.EJECTED and not state.probe_in_flight:
+                cooling.append(state.available_at(now) - now)
+        if any_cooling:
+            soonest = min(cooling)
+            return AllBackendsThrottled(
+                f"All backends are throttled; retry after {soonest:.3f}s.", retry_after=soonest
+            )
+        return NoBackendAvailable("No backend is available to serve this request (all ejected or unhealthy).")
 
-        Returns the backend whose slot was handed over — already counted as started, so no request arriving
-        meanwhile can take it (no barging) — or True when
-        something changed and the caller should look again (a backend came back), or False on deadline or a
-        full queue.
-        """
-        remaining = deadline - self.now()
-        if remaining <= 0 or self.queued >= self._queue_max:
-            return False
-        queue = self._waiters if backend is None else self._pinned_waiters[backend.name]
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), accepts, self.now())
-        queue.append(waiter)
-        delivered = False
-        try:
-            async with asyncio.timeout(remaining):
-                result = await waiter.future
-            delivered = True
-            return result
-        except TimeoutError:
-            return False
-        finally:
-            if not delivered:
-                if waiter.future.done() and not waiter.future.cancelled():
-                    handed = waiter.future.result()
-                    if isinstance(handed, BackendState):
-                        self.finish(handed)  # handed over as we gave up: pass it on, don't leak it
-                else:
-                    waiter.future.cancel()
-            try:
-                queue.remove(waiter)
-            except ValueError:
-                pass
+    def soonest_recovery(self, candidates: Sequence[BackendState]) -> AllBackendsThrottled | None:
+        """429 with the soonest recovery when every candidate is cooling down or ejected (and some cooling)."""
+        refusal = self._refusal(candidates)
+        return refusal if isinstance(refusal, AllBackendsThrottled) else None
 
-    @property
-    def queue_timeout(self) -> float:
-        return self._queue_timeout
-
-    @property
-    def queued(self) -> int:
-        return len(self._waiters) + sum(len(queue) for queue in self._pinned_waiters.values())
-
-    # -- bookkeeping -----------------------------------------------------------------------------------
-
-    def start(self, state: BackendState) -> None:
-        state.start_request(self.now())
+    # -- bookkeeping ---------------------------------------------------------------------------------
 
     def finish(self, state: BackendState) -> None:
         """A request on ``state`` is over: hand its slot straight to the first waiter that can use it."""
         state.finish_request()
-        if not self._waiters and not self._pinned_waiters[state.name]:
+        if not self.queue.anyone_for(state.name):
             # Nobody is queued who could take it (the usual case). Requests pinned to other backends wait for
             # those alone, so whatever state this one is in now changes nothing for them.
             return
         if state.condition(self.now()) is not BackendCondition.HEALTHY:
             # Cooling down, ejected or unhealthy: nobody is handed this backend, and those queued for it may
             # now be better off elsewhere, or with a 429 and a Retry-After: let them all look again.
-            self.wake_all()
+            self.queue.wake_all()
             return
-        # A request whose conversation is cached here goes first: it is the shortest job (its history needs
-        # no re-reading), and serving short jobs first lowers everyone's wait (bench.affinity: turn-3 TTFT
-        # 2.5 s first come first served, 0.9 s this way). Aging bounds the cost for the others: a request that
-        # has queued longer than `aging` seconds outranks them.
-        # Requests pinned to another backend are never handed this one, even if it would idle: moving a
-        # conversation means re-reading its whole history, while its own backend frees up within one answer.
-        pinned = _first_accepting(self._pinned_waiters[state.name], state.name)
-        general = _first_accepting(self._waiters, state.name)
-        if pinned is not None and (general is None or self.now() - general.since <= self._aging):
-            waiter, queue = pinned, self._pinned_waiters[state.name]
-        elif general is not None:
-            waiter, queue = general, self._waiters
-        else:
-            return
-        queue.remove(waiter)
-        self.start(state)
-        waiter.future.set_result(state)
+        waiter = self.queue.next_for(state.name)
+        if waiter is not None:
+            state.start_request(self.now())
+            hand_over(waiter, state)
 
     def wake_all(self) -> None:
         """A backend became usable again (health restored): let every waiter look again."""
-        for queue in (self._waiters, *self._pinned_waiters.values()):
-            while queue:
-                waiter = queue.popleft()
-                if not waiter.future.done():
-                    waiter.future.set_result(True)
+        self.queue.wake_all()
 
     def any_ready(self) -> bool:
         now = self.now()
         return any(s.condition(now) is BackendCondition.HEALTHY for s in self.states)
 
-
-class _Waiter:
-    __slots__ = ("future", "accepts", "since")
-
-    def __init__(self, future: asyncio.Future[BackendState | bool], accepts: frozenset[str], since: float) -> None:
-        self.future = future
-        self.accepts = accepts
-        self.since = since
-
-
-def _first_accepting(queue: deque[_Waiter], backend: str) -> _Waiter | None:
-    """The oldest live waiter in ``queue`` that may use ``backend`` (its model, not already tried)."""
-    for waiter in queue:
-        if not waiter.future.done() and backend in waiter.accepts:
-            return waiter
-    return None
+    @property
+    def queued(self) -> int:
+        return len(self.queue)

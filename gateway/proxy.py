@@ -1,412 +1,219 @@
-"""Proxying one chat completion: pick a backend, try it, fail over at once, relay the answer.
+"""Proxying one client request: acquire a backend, try it, fail over at once, answer; told once at the end.
 
-The failover loop is tenacity's: stop after ``max_attempts``, retry only on a retryable upstream failure, no wait
-between attempts (the next attempt goes to a *different* backend, so there is nothing to wait for). Waiting is
-left to the client: when every backend is throttled we answer 429 with the soonest recovery as Retry-After.
+The request flows one way. ``serve`` reads and parses the body (the endpoint's parser), then runs attempts:
 
-Streams are relayed chunk by chunk. The client's response is started only when the first chunk has arrived
-from the upstream, so until a byte has reached the client a broken stream can still fail over; after that, an
-upstream failure ends the stream with an SSE error event (the openai SDK raises it) instead of a silent cut.
+    for each attempt, up to max_attempts:
+        lease   = balancer.acquire(...)              a backend with its slot taken, or the refusal (429/503)
+        answer  = one attempt on lease.backend       relayed to the client (streamed, or whole)
+        verdict = outcome.classify(error)            retry? cooldown? breaker?
+        lease.release(verdict)                       recorded on the backend, slot handed on
+        accounting                                   attempt line, metrics
+
+A plain loop rather than tenacity: there is no wait between attempts (the next one goes to a *different*
+backend, so there is nothing to wait for), the stop rule is a count, and whether to retry is the verdict's.
+What is left for a retry library is the loop itself, and building its retry state cost ~50 µs per request —
+as much as the rest of the gateway's own work — which is why the earlier code ran the first attempt by hand
+beside it. Waiting is left to the client: when every backend is throttled we answer 429 with the soonest
+recovery as Retry-After.
+
+Generic over the endpoint: anything with the ``Proxied`` shape (the body to send as is, the model to route by,
+whether it streams, the conversation key) goes through the same flow.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import aclosing
+from typing import Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_none
 
-from gateway.affinity import AffinityTable
-from gateway.backend_state import BackendState, BreakerPolicy
-from gateway.balancer import Balancer
-from gateway.chat_request import ChatRequest
+from gateway.accounting import Accounting, RequestRecord
+from gateway.affinity import AffinityStore
+from gateway.backend_state import BackendState
+from gateway.balancer import Balancer, Lease
 from gateway.clock import Clock
-from gateway.cooldown import cooldown_from_headers
-from gateway.errors import AllBackendsThrottled, GatewayError, UpstreamUnavailable, sse_error_event
-from gateway.http1 import Response
-from gateway.logs import bound_logger, event_writer, milliseconds
-from gateway.metrics import GatewayMetrics
+from gateway.errors import AllBackendsThrottled, GatewayError, UpstreamUnavailable, error_response
+from gateway.outcome import SUCCEEDED, CooldownPolicy, classify
+from gateway.relay import relay_stream
+from gateway.request_body import read_body
 from gateway.upstream import UpstreamClient, UpstreamError, UpstreamStatusError, forwardable_headers
-from gateway.usage import StreamUsageSniffer, Usage, usage_from_body
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    # nginx (and Azure Front Door / App Gateway setups built on it) would otherwise buffer the whole stream.
-    "X-Accel-Buffering": "no",
-}
+from gateway.usage import usage_from_body
 
 
-@dataclass(slots=True)
-class RequestRecord:
-    """What happened to one client request: the canonical log line and the metrics are built from it."""
+class Proxied(Protocol):
+    """What the proxy needs of a parsed client request, whatever the endpoint."""
 
-    request_id: str
-    started: float
-    attempts: int = 0
-    backend: str | None = None
-    tried: tuple[str, ...] = ()  # backends in the order they were tried
-    skipped: dict[str, str] | None = None
-    last_error: UpstreamError | None = None
-    ttfb: float | None = None
-    usage: Usage | None = None
-    stream_error: str | None = None
-    client_gone: bool = False
-    affinity: str | None = None  # "new", "hit" or "moved" when affinity routing is on
+    body: bytes  # what goes upstream
+    model: str | None  # routes the request (backends' ``models``)
+    stream: bool  # the client asked for SSE
+    affinity_key: bytes | None  # the conversation, when affinity routing is on
 
 
-class _RetryableAttempt(Exception):
-    def __init__(self, error: UpstreamError) -> None:
-        super().__init__(error.message)
-        self.error = error
+Parse = Callable[[bytes, web.Request], Proxied]
 
 
-class ChatProxy:
+class _Retry(Exception):
+    """This attempt failed in a way another backend may not: go on to the next attempt."""
+
+
+class Proxy:
     def __init__(
         self,
         *,
         balancer: Balancer,
         upstream: UpstreamClient,
-        metrics: GatewayMetrics,
+        accounting: Accounting,
         clock: Clock,
         max_attempts: int,
-        cooldown_default: float,
-        cooldown_max: float,
-        breaker: BreakerPolicy,
+        cooldown: CooldownPolicy,
         expose_routing_headers: bool = True,
-        affinity: AffinityTable | None = None,
+        affinity: AffinityStore | None = None,
     ) -> None:
         self._balancer = balancer
         self._upstream = upstream
-        self._metrics = metrics
+        self._accounting = accounting
         self._clock = clock
         self._max_attempts = max_attempts
-        self._cooldown_default = cooldown_default
-        self._cooldown_max = cooldown_max
-        self._breaker = breaker
+        self._cooldown = cooldown
         self._expose_routing_headers = expose_routing_headers
         self.affinity = affinity
-        self._log = bound_logger()
-        self._write_request_line = event_writer("request")
 
-    async def handle(self, request: web.Request, chat: ChatRequest, record: RequestRecord) -> web.StreamResponse:
-        candidates = self._balancer.candidates(chat.model)
+    async def serve(self, request: web.Request, request_id: str, parse: Parse) -> web.StreamResponse:
+        """The whole of one client request: the view's one call."""
+        record = RequestRecord(request_id, time.perf_counter(), path=request.path)
+        status = 499  # nginx's "client closed request", if we are cancelled before answering
+        try:
+            proxied = parse(await read_body(request), request)
+            record.model, record.stream = proxied.model, proxied.stream
+            response = await self._attempts(request, proxied, record)
+            status = 499 if record.client_gone else response.status
+            return response
+        except GatewayError as error:
+            status = error.status
+            response = error_response(error)
+            response.headers["x-request-id"] = request_id
+            return response
+        finally:
+            self._accounting.finish(record, status)
+
+    async def _attempts(self, request: web.Request, proxied: Proxied, record: RequestRecord) -> web.StreamResponse:
+        candidates = self._balancer.candidates(proxied.model)
         deadline = self._clock.monotonic() + self._balancer.queue_timeout
-        # The first attempt runs outside tenacity: building its retry state costs ~50 µs, as much as the rest of
-        # our own work per request, and nearly every request succeeds first time. Failover is tenacity's.
-        try:
-            state = self._take_free(candidates, chat, record)
-            if state is None:
-                state = await self._pick(candidates, chat, record, deadline)
-            return await self._attempt(request, chat, state, record)
-        except _RetryableAttempt:
-            if self._max_attempts == 1:
-                raise self._exhausted(candidates, record) from None
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts - 1),
-            retry=retry_if_exception_type(_RetryableAttempt),
-            wait=wait_none(),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    state = await self._pick(candidates, chat, record, deadline)
-                    return await self._attempt(request, chat, state, record)
-        except _RetryableAttempt:
-            raise self._exhausted(candidates, record) from None
-        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+        preferred = None
+        if self.affinity is not None and proxied.affinity_key is not None:
+            preferred = self.affinity.preferred(proxied.affinity_key)
+            if preferred is None:
+                record.affinity = "new"
+        for _ in range(self._max_attempts):
+            try:
+                lease = await self._balancer.acquire(candidates, record.tried, preferred, deadline)
+            except GatewayError as refusal:
+                if record.attempts == 0:
+                    raise
+                raise self._exhausted(candidates, record, refusal) from None
+            record.tried += (lease.backend.name,)
+            if lease.skipped:
+                record.skipped = lease.skipped
+            if lease.affinity is not None:
+                record.affinity = lease.affinity
+            try:
+                return await self._attempt(request, proxied, lease, record)
+            except _Retry:
+                continue
+        raise self._exhausted(candidates, record, None)
 
-    # -- choosing --------------------------------------------------------------------------------------
-
-    def _take_free(self, candidates: list[BackendState], chat: ChatRequest, record: RequestRecord
-                   ) -> BackendState | None:
-        """The first attempt's backend when one is free and nothing needs weighing (no affinity): taken at
-        once, without the coroutine ``_pick`` is. None sends the request down ``_pick``'s whole path."""
-        if self.affinity is not None:
-            return None
-        state = self._choose(candidates, record, None)
-        return self._take(state, record) if state is not None else None
-
-    def _choose(self, candidates: list[BackendState], record: RequestRecord, preferred: str | None
-                ) -> BackendState | None:
-        skipped: dict[str, str] = {}
-        state = self._balancer.choose(candidates, record.tried, skipped, preferred)
-        if skipped:
-            record.skipped = skipped
-        return state
-
-    def _take(self, state: BackendState, record: RequestRecord) -> BackendState:
-        self._balancer.start(state)
-        record.tried += (state.name,)
-        return state
-
-    async def _pick(
-        self, candidates: list[BackendState], chat: ChatRequest, record: RequestRecord, deadline: float
-    ) -> BackendState:
-        """The backend for the next attempt, with its slot already taken (``Balancer.start``)."""
-        preferred = self._preferred_backend(chat, record)
-        while True:
-            state = self._choose(candidates, record, preferred)
-            if state is not None and (preferred is None or state.name == preferred):
-                # Decided without queueing: a backend is free (the conversation's own, if it has one).
-                if preferred is not None:
-                    record.affinity = "hit"
-                return self._take(state, record)
-            waited: BackendState | bool | None = None
-            if preferred is not None and (state is None or state.name != preferred):
-                pinned = self._balancer.worth_waiting_for(preferred, candidates)
-                if pinned is not None:
-                    # Its conversation's cache is there and the others are no less busy: queue for it.
-                    waited = await self._balancer.wait_for_slot(deadline, frozenset((pinned.name,)), pinned)
-            if waited is None:
-                waited = await self._take_or_queue(state, candidates, record, deadline)
-            if waited is False:
-                raise self._queue_timeout()
-            if isinstance(waited, BackendState):
-                record.tried += (waited.name,)
-                if preferred is not None:
-                    record.affinity = "hit" if waited.name == preferred else "moved"
-                return waited
-
-    async def _take_or_queue(
-        self, state: BackendState | None, candidates: list[BackendState], record: RequestRecord, deadline: float
-    ) -> BackendState | bool:
-        """Take the chosen backend's slot, or queue when every untried backend is merely busy."""
-        if state is not None:
-            self._balancer.start(state)
-            return state
-        untried = [c for c in candidates if c.name not in record.tried]
-        if not untried:
-            raise self._exhausted(candidates, record)
-        refusal = self._balancer.refusal(untried)
-        if refusal is not None:
-            raise self._exhausted(candidates, record) if record.attempts else refusal
-        # Every untried backend is healthy but at its max_concurrency: queue for a free slot.
-        return await self._balancer.wait_for_slot(deadline, frozenset(s.name for s in untried))
-
-    def _preferred_backend(self, chat: ChatRequest, record: RequestRecord) -> str | None:
-        if self.affinity is None or chat.affinity_key is None:
-            return None
-        preferred = self.affinity.preferred(chat.affinity_key)
-        if preferred is None:
-            record.affinity = "new"
-        elif preferred in record.tried:
-            return None  # it already failed this request: no loyalty to a broken backend
-        return preferred
-
-    def _queue_timeout(self) -> AllBackendsThrottled:
-        return AllBackendsThrottled(
-            f"All backends are busy and no slot freed up within {self._balancer.queue_timeout:g}s.",
-            retry_after=1.0,
-        )
-
-    def _exhausted(self, candidates: list[BackendState], record: RequestRecord) -> GatewayError:
-        refusal = self._balancer.refusal(candidates)
+    def _exhausted(
+        self, candidates: Sequence[BackendState], record: RequestRecord, refusal: GatewayError | None
+    ) -> GatewayError:
+        """Every attempt failed (or no backend is left to try): 429 if it is a matter of waiting, else 502."""
+        soonest = self._balancer.soonest_recovery(candidates)
+        if soonest is not None:
+            return soonest
         if isinstance(refusal, AllBackendsThrottled):
             return refusal
-        if record.last_error is not None:
-            return UpstreamUnavailable(
-                f"No backend could answer after {record.attempts} attempt(s); last: {record.last_error.message}."
-            )
-        return refusal or UpstreamUnavailable("No backend could answer.")
-
-    # -- one attempt -----------------------------------------------------------------------------------
+        if record.throttled_attempts == record.attempts:
+            # Every backend tried said "busy": that is a 429 to the client, never a 502, even when the cooldowns
+            # it asked for are already over (a retry-after-ms of a few ms).
+            return AllBackendsThrottled("All backends are throttled; retry shortly.", retry_after=1.0)
+        last = record.last_error.message if record.last_error is not None else "no answer"
+        return UpstreamUnavailable(f"No backend could answer after {record.attempts} attempt(s); last: {last}.")
 
     async def _attempt(
-        self, request: web.Request, chat: ChatRequest, state: BackendState, record: RequestRecord
+        self, request: web.Request, proxied: Proxied, lease: Lease, record: RequestRecord
     ) -> web.StreamResponse:
+        """One attempt on the leased backend. Raises _Retry when failover should follow; releases the lease."""
         record.attempts += 1
-        series = self._metrics.for_backend(state.name)
-        backend = state.config
+        backend = lease.backend.config
         sent = time.perf_counter()
         try:
-            upstream = await self._upstream.chat_completion(backend, chat.body, record.request_id)
+            upstream = await self._upstream.chat_completion(backend, proxied.body, record.request_id)
             try:
-                record.ttfb = time.perf_counter() - sent
-                series.ttfb.observe(record.ttfb)
-                if chat.stream and upstream.content_type == "text/event-stream":
-                    response = await self._relay_stream(request, upstream, state, record)
+                self._accounting.ttfb(record, backend.name, time.perf_counter() - sent)
+                headers = self._headers(upstream.headers, lease, record)
+                if proxied.stream and upstream.content_type == "text/event-stream":
+                    async with aclosing(self._upstream.iter_chunks(backend, upstream)) as chunks:
+                        relayed = await relay_stream(request, upstream.status, headers, chunks, backend)
+                    record.backend = backend.name
+                    record.usage = relayed.usage
+                    record.client_gone = relayed.client_gone
+                    if relayed.error is not None:
+                        # Bytes already reached the client: no failover, but the attempt failed all the same.
+                        record.stream_error = relayed.error.message
+                        self._failed(lease, record, relayed.error, sent)
+                        return relayed.response
+                    response: web.StreamResponse = relayed.response
                 else:
                     body = upstream.take_body()
                     if body is None:  # not all of it has arrived yet
                         body = await self._upstream.read_body(backend, upstream)
                     record.usage = usage_from_body(body)
-                    response = web.Response(
-                        status=upstream.status, body=body, headers=self._headers(upstream.headers, state, record)
-                    )
+                    response = web.Response(status=upstream.status, body=body, headers=headers)
             finally:
                 upstream.close()  # back to the pool if read to the end; otherwise the upstream request is aborted
         except UpstreamError as error:
-            self._record_failure(state, error, record, sent)
-            if error.retryable:
-                raise _RetryableAttempt(error) from None
+            if self._failed(lease, record, error, sent):
+                raise _Retry from None
             assert isinstance(error, UpstreamStatusError)
             # The client's own mistake (400, 401, 404...): the backend is fine, the answer goes back as written.
-            state.record_success()
-            record.backend = state.name
-            headers = self._headers(error.headers, state, record)
+            record.backend = backend.name
+            headers = self._headers(error.headers, lease, record)
             return web.Response(status=error.status, body=error.body, headers=headers)
-        finally:
-            self._balancer.finish(state)
+        except BaseException:
+            lease.release()  # cancelled (the client went away) or a bug: settles nothing, frees a probe
+            raise
 
-        record.backend = state.name
-        if record.stream_error is None:
-            state.record_success()
-        if self.affinity is not None and chat.affinity_key is not None:
-            self.affinity.remember(chat.affinity_key, state.name)
+        record.backend = backend.name
+        lease.release(SUCCEEDED)
+        if self.affinity is not None and proxied.affinity_key is not None:
+            self.affinity.remember(proxied.affinity_key, backend.name)
         if record.attempts > 1:
-            # It failed over: the earlier attempts have their lines, and so does the one that answered. A
-            # request served at the first try is told whole by its canonical line (one line is a tenth of
-            # the gateway's own work per request).
-            self._log_attempt(state, record, upstream.status, sent, outcome="ok")
-        usage = record.usage
-        if usage is None:
-            series.answered(0, 0)
-        else:
-            series.answered(usage.prompt_tokens, usage.completion_tokens)
+            # It failed over: the earlier attempts have their lines, and so does the one that answered.
+            self._accounting.attempt(record, backend, sent, SUCCEEDED, status=response.status)
+        self._accounting.answered(record, backend.name)
         return response
 
-    async def _relay_stream(
-        self, request: web.Request, upstream: Response, state: BackendState, record: RequestRecord
-    ) -> web.StreamResponse:
-        chunks = self._upstream.iter_chunks(state.config, upstream)
-        try:
-            return await self._relay_chunks(request, upstream, chunks, state, record)
-        finally:
-            await chunks.aclose()
+    def _failed(self, lease: Lease, record: RequestRecord, error: UpstreamError, sent: float) -> bool:
+        """Settle a failed attempt: verdict on the backend, its line and counts. Returns whether to fail over."""
+        verdict = classify(error, self._cooldown, self._clock.wall())
+        ejected = lease.release(verdict)
+        if verdict.retry:
+            record.last_error = error
+            if verdict.outcome == "throttled":
+                record.throttled_attempts += 1
+        self._accounting.attempt(
+            record, lease.backend.config, sent, verdict, status=error.status, error=error, ejected_s=ejected
+        )
+        return verdict.retry and record.stream_error is None
 
-    async def _relay_chunks(
-        self,
-        request: web.Request,
-        upstream: Response,
-        chunks: AsyncIterator[bytes],
-        state: BackendState,
-        record: RequestRecord,
-    ) -> web.StreamResponse:
-        sniffer = StreamUsageSniffer()
-        # Wait for the first chunk before answering the client: until then, failover is still possible.
-        first = b""
-        async for first in chunks:
-            if first:
-                break
-        headers = self._headers(upstream.headers, state, record)
-        headers.update(SSE_HEADERS)
-        response = web.StreamResponse(status=upstream.status, headers=headers)
-        record.backend = state.name
-        await response.prepare(request)
-        try:
-            if first:
-                sniffer.feed(first)
-                await response.write(first)
-            async for chunk in chunks:
-                sniffer.feed(chunk)
-                await response.write(chunk)
-        except UpstreamError as error:
-            # Bytes already reached the client: no failover now. End the stream with an error the SDK raises.
-            record.stream_error = error.message
-            self._record_failure(state, error, record, time.perf_counter())
-            try:
-                await response.write(
-                    sse_error_event(f"Upstream stream interrupted: {error.message}", "stream_interrupted")
-                )
-            except ConnectionError:
-                record.client_gone = True
-        except ConnectionError:
-            # The client went away; leaving this block closes the upstream response, which frees its slot.
-            record.client_gone = True
-            return response
-        record.usage = sniffer.usage
-        try:
-            await response.write_eof()
-        except ConnectionError:
-            record.client_gone = True
-        return response
-
-    def _headers(self, upstream_headers: CIMultiDictProxy[str], state: BackendState, record: RequestRecord
+    def _headers(self, upstream_headers: CIMultiDictProxy[str], lease: Lease, record: RequestRecord
                  ) -> CIMultiDict[str]:
         """The upstream's end-to-end headers and ours (request id, and who served it), for our answer."""
         headers = forwardable_headers(upstream_headers)
         headers["x-request-id"] = record.request_id
         if self._expose_routing_headers:
-            headers["x-gateway-backend"] = state.name
+            headers["x-gateway-backend"] = lease.backend.name
             headers["x-gateway-attempts"] = str(record.attempts)
         return headers
-
-    # -- bookkeeping -----------------------------------------------------------------------------------
-
-    def finish(self, record: RequestRecord, path: str, chat: ChatRequest | None, status: int) -> None:
-        """The request is over: count it, and write its canonical log line."""
-        duration = time.perf_counter() - record.started
-        self._metrics.for_backend(record.backend or "none").request(status, duration)
-        fields: dict[str, object] = {
-            "request_id": record.request_id,
-            "path": path,
-            "model": chat.model if chat is not None else None,
-            "stream": chat.stream if chat is not None else False,
-            "status": status,
-            "backend": record.backend,
-            "attempts": record.attempts,
-            "duration_ms": milliseconds(duration),
-        }  # the canonical line, in this order; what is known only sometimes follows
-        if record.ttfb is not None:
-            fields["ttfb_ms"] = milliseconds(record.ttfb)
-        if record.usage is not None:
-            fields["prompt_tokens"] = record.usage.prompt_tokens
-            fields["completion_tokens"] = record.usage.completion_tokens
-        if record.affinity is not None:
-            fields["affinity"] = record.affinity
-            self._metrics.affinity_result(record.affinity)
-        if record.skipped:
-            fields["skipped"] = record.skipped
-        if record.stream_error:
-            fields["stream_error"] = record.stream_error
-        if record.attempts > 1 or status >= 400:
-            fields["tried"] = sorted(record.tried)
-        self._write_request_line(fields)
-
-    def _record_failure(self, state: BackendState, error: UpstreamError, record: RequestRecord, sent: float) -> None:
-        now = self._clock.monotonic()
-        cooldown = ejected = None
-        if error.throttled and isinstance(error, UpstreamStatusError):
-            asked = cooldown_from_headers(error.headers, self._clock.wall())
-            cooldown = min(asked if asked is not None else self._cooldown_default, self._cooldown_max)
-            state.record_throttled(now, cooldown)
-        if error.counts_as_failure:
-            ejected = state.record_failure(now, self._breaker)
-        if error.retryable:
-            record.last_error = error
-        outcome = "throttled" if error.throttled else ("failed" if error.retryable else "client_error")
-        series = self._metrics.for_backend(state.name)
-        series.attempt(outcome)
-        if error.retryable and record.stream_error is None:
-            series.retries.inc()
-        self._log_attempt(state, record, error.status, sent, outcome=outcome, error=error.message,
-                          cooldown_s=cooldown, ejected_s=ejected)
-
-    def _log_attempt(
-        self, state: BackendState, record: RequestRecord, status: int | None, sent: float, *, outcome: str,
-        error: str | None = None, cooldown_s: float | None = None, ejected_s: float | None = None,
-    ) -> None:
-        fields: dict[str, object] = {
-            "request_id": record.request_id,
-            "backend": state.name,
-            "upstream": state.config.host,
-            "attempt": record.attempts,
-            "status": status,
-            "outcome": outcome,
-            "duration_ms": milliseconds(time.perf_counter() - sent),
-        }
-        if error is not None:
-            fields["error"] = error
-        if cooldown_s is not None:
-            fields["cooldown_s"] = round(cooldown_s, 3)
-        if ejected_s is not None:
-            fields["ejected_s"] = round(ejected_s, 3)
-        if outcome == "ok":
-            self._log.info("upstream_attempt", **fields)
-        else:
-            self._log.warning("upstream_attempt", **fields)

@@ -2,61 +2,21 @@
 
 from __future__ import annotations
 
-import time
-
 import orjson
 from aiohttp import web
 
 from gateway import keys
-from gateway.chat_request import parse_chat_request
-from gateway.errors import GatewayError, PayloadTooLarge, error_response
-from gateway.proxy import RequestRecord
-
-
-def body_if_arrived(request: web.Request, limit: int) -> bytes | None:
-    """The whole body if it came in with the headers, as a chat request's usually does: taken in one piece,
-    without a coroutine or request.read()'s read loop. None when some of it is still to come."""
-    content = request.content
-    if not content.is_eof():
-        return None
-    body = content.read_nowait()
-    if len(body) > limit:
-        raise PayloadTooLarge.over(limit)
-    return body
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body as it trickles in, checked against ``limit`` as early as possible."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge.over(limit)
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge.over(limit) from None
+from gateway.chat_request import ChatRequest, parse_chat_request
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     proxy = request.app[keys.PROXY]
-    record = RequestRecord(request[keys.REQUEST_ID], time.perf_counter())
-    status = 499  # nginx's "client closed request", if we are cancelled before answering
-    chat = None
-    try:
-        limit = request.client_max_size  # the app's, which is settings.max_body_bytes
-        chat = parse_chat_request(
-            body_if_arrived(request, limit) or await read_body(request, limit),
-            deployment=request.match_info.get("deployment"),
-            affinity=proxy.affinity is not None,
-        )
-        response = await proxy.handle(request, chat, record)
-        status = 499 if record.client_gone else response.status
-        return response
-    except GatewayError as error:
-        status = error.status
-        response = error_response(error)
-        response.headers["x-request-id"] = record.request_id
-        return response
-    finally:
-        proxy.finish(record, request.path, chat, status)
+    affinity = proxy.affinity is not None
+
+    def parse(raw: bytes, request: web.Request) -> ChatRequest:
+        return parse_chat_request(raw, deployment=request.match_info.get("deployment"), affinity=affinity)
+
+    return await proxy.serve(request, request[keys.REQUEST_ID], parse)
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""Routing policy without sockets: the clock is a ManualClock, states are set directly."""
+"""Routing policy without sockets: the clock is a ManualClock, leases are taken and released directly."""
 
 import asyncio
 import itertools
@@ -10,6 +10,8 @@ from gateway.backend_state import BackendCondition, BackendState, BreakerPolicy
 from gateway.balancer import Balancer
 from gateway.clock import ManualClock
 from gateway.errors import AllBackendsThrottled, ModelNotFound, NoBackendAvailable
+from gateway.outcome import SUCCEEDED, BreakerEffect, Verdict
+from gateway.policies import LeastOutstanding, RoundRobin, SmoothWeighted, policy_for
 from gateway.settings import BackendConfig, RoutingStrategy
 
 
@@ -19,23 +21,36 @@ def make(*specs, **kwargs):
     return Balancer(backends, now=clock.monotonic, **kwargs), clock
 
 
-def pick_many(balancer, n, model=None):
-    candidates = balancer.candidates(model)
-    return Counter(balancer.choose(candidates, set()).name for _ in range(n))
+async def acquire(balancer, model=None, tried=(), preferred=None, wait=5.0):
+    return await balancer.acquire(balancer.candidates(model), tried, preferred, balancer.now() + wait)
 
 
-def test_weighted_round_robin_is_smooth_and_exact():
+async def pick_many(balancer, n, model=None):
+    """Backends of ``n`` requests in a row, each released (answered) before the next."""
+    names = []
+    for _ in range(n):
+        lease = await acquire(balancer, model)
+        names.append(lease.backend.name)
+        lease.release(SUCCEEDED)
+    return names
+
+
+async def test_weighted_round_robin_is_smooth_and_exact():
     balancer, _ = make({"name": "a", "weight": 5}, {"name": "b"}, {"name": "c"})
-    candidates = balancer.candidates(None)
-    order = [balancer.choose(candidates, set()).name for _ in range(7)]
-    assert Counter(order) == {"a": 5, "b": 1, "c": 1}
-    assert order[:2] != ["a", "a"] or order[2] != "a"  # interleaved, not a burst of five
+    assert await pick_many(balancer, 7) == ["a", "a", "b", "a", "c", "a", "a"]  # interleaved, not a burst
 
 
-def test_equal_weights_take_turns_starting_with_the_first():
+async def test_equal_weights_take_turns_starting_with_the_first():
     balancer, _ = make({"name": "a"}, {"name": "b"}, {"name": "c"})
-    candidates = balancer.candidates(None)
-    assert [balancer.choose(candidates, set()).name for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]
+    assert await pick_many(balancer, 6) == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_the_policy_is_chosen_once_from_the_backends():
+    states = [BackendState(BackendConfig(name=n, url="http://127.0.0.1:1/v1", max_concurrency=2)) for n in "ab"]
+    assert isinstance(policy_for(RoutingStrategy.AUTO, states), LeastOutstanding)
+    assert isinstance(policy_for(RoutingStrategy.ROUND_ROBIN, states), RoundRobin)
+    weighted = [BackendState(BackendConfig(name=n, url="http://127.0.0.1:1/v1", weight=w)) for n, w in ("a3", "b1")]
+    assert isinstance(policy_for(RoutingStrategy.AUTO, weighted), SmoothWeighted)
 
 
 def test_available_says_what_condition_and_free_slot_say():
@@ -63,187 +78,231 @@ def test_available_says_what_condition_and_free_slot_say():
         assert (state.skip_reason(now) is None) is expected
 
 
-def test_best_priority_tier_wins_until_it_is_unavailable():
+async def test_best_priority_tier_wins_until_it_is_unavailable():
     balancer, clock = make({"name": "primary", "priority": 0}, {"name": "spare", "priority": 1})
-    assert pick_many(balancer, 10) == {"primary": 10}
+    assert Counter(await pick_many(balancer, 10)) == {"primary": 10}
     balancer.by_name["primary"].record_throttled(clock.monotonic(), 5)
-    assert pick_many(balancer, 3) == {"spare": 3}
+    assert Counter(await pick_many(balancer, 3)) == {"spare": 3}
     clock.advance(5.01)
-    assert pick_many(balancer, 3) == {"primary": 3}
+    assert Counter(await pick_many(balancer, 3)) == {"primary": 3}
 
 
-def test_cooling_backend_gets_nothing_and_skip_reason_is_reported():
+async def test_cooling_backend_gets_nothing_and_skip_reason_is_reported():
     balancer, clock = make({"name": "a"}, {"name": "b"})
     balancer.by_name["a"].record_throttled(clock.monotonic(), 2.5)
-    skipped = {}
-    assert balancer.choose(balancer.candidates(None), set(), skipped).name == "b"
-    assert skipped == {"a": "cooling down for 2.500s"}
+    lease = await acquire(balancer)
+    assert lease.backend.name == "b"
+    assert lease.skipped == {"a": "cooling down for 2.500s"}
 
 
-def test_all_cooling_refuses_with_soonest_recovery():
+async def test_after_a_cooldown_one_request_probes_before_the_others():
+    balancer, clock = make({"name": "a"}, {"name": "b"})
+    a = balancer.by_name["a"]
+    a.record_throttled(clock.monotonic(), 1.0)
+    clock.advance(1.01)
+    probe = await acquire(balancer)
+    assert probe.backend is a
+    others = [await acquire(balancer) for _ in range(3)]
+    assert [lease.backend.name for lease in others] == ["b"] * 3
+    assert others[0].skipped == {"a": "cooled down, probe in flight"}
+    probe.release(SUCCEEDED)
+    assert Counter(await pick_many(balancer, 4)) == {"a": 2, "b": 2}
+
+
+async def test_a_probe_after_a_cooldown_that_is_throttled_again_cools_it_down_again():
+    balancer, clock = make({"name": "a"})
+    a = balancer.by_name["a"]
+    a.record_throttled(clock.monotonic(), 1.0)
+    clock.advance(1.01)
+    probe = await acquire(balancer)
+    with pytest.raises(AllBackendsThrottled) as refused:
+        await acquire(balancer)
+    assert refused.value.headers() == {"Retry-After": "1", "retry-after-ms": "1"}  # the probe is out: soon
+    probe.release(Verdict("throttled", retry=True, breaker=BreakerEffect.NEUTRAL, cooldown=2.0))
+    assert a.condition(clock.monotonic()) is BackendCondition.COOLING
+    assert a.cooldown_until - clock.monotonic() == pytest.approx(2.0)
+
+
+async def test_all_cooling_refuses_with_soonest_recovery():
     balancer, clock = make({"name": "a"}, {"name": "b"})
     balancer.by_name["a"].record_throttled(clock.monotonic(), 7)
     balancer.by_name["b"].record_throttled(clock.monotonic(), 3)
-    candidates = balancer.candidates(None)
-    assert balancer.choose(candidates, set()) is None
-    refusal = balancer.refusal(candidates)
-    assert isinstance(refusal, AllBackendsThrottled)
-    assert refusal.retry_after == pytest.approx(3)
-    assert refusal.headers() == {"Retry-After": "3", "retry-after-ms": "3000"}
+    with pytest.raises(AllBackendsThrottled) as refused:
+        await acquire(balancer)
+    assert refused.value.retry_after == pytest.approx(3)
+    assert refused.value.headers() == {"Retry-After": "3", "retry-after-ms": "3000"}
 
 
-def test_models_filter_and_unknown_model():
+async def test_models_filter_and_unknown_model():
     balancer, _ = make({"name": "a", "models": ["m1"]}, {"name": "b", "models": ["m2"]})
-    assert pick_many(balancer, 3, "m2") == {"b": 3}
+    assert await pick_many(balancer, 3, "m2") == ["b"] * 3
     with pytest.raises(ModelNotFound):
         balancer.candidates("nope")
 
 
-def test_least_outstanding_for_backends_with_capacity():
+async def test_every_candidate_tried_is_a_refusal():
+    balancer, _ = make({"name": "a"}, {"name": "b"})
+    with pytest.raises(NoBackendAvailable, match="was tried"):
+        await acquire(balancer, tried=("a", "b"))
+
+
+async def test_least_outstanding_for_backends_with_capacity():
     balancer, _ = make({"name": "a", "max_concurrency": 2}, {"name": "b", "max_concurrency": 2})
-    candidates = balancer.candidates(None)
-    first = balancer.choose(candidates, set())
-    balancer.start(first)
-    second = balancer.choose(candidates, set())
-    assert second is not first  # never two on one while the other idles
-    balancer.start(second)
-    third = balancer.choose(candidates, set())
-    balancer.start(third)
-    fourth = balancer.choose(candidates, set())
-    balancer.start(fourth)
+    first, second = await acquire(balancer), await acquire(balancer)
+    assert second.backend is not first.backend  # never two on one while the other idles
+    await acquire(balancer)
+    await acquire(balancer)
     assert {s.in_flight for s in balancer.states} == {2}
-    assert balancer.choose(candidates, set()) is None
-    assert balancer.refusal(candidates) is None  # busy, not broken: worth waiting
+    # Busy, not broken: worth waiting for a slot (and none frees up before the deadline).
+    with pytest.raises(AllBackendsThrottled, match="no slot freed up"):
+        await acquire(balancer, wait=0)
 
 
-def test_round_robin_forced_ignores_load():
+async def test_round_robin_forced_ignores_load():
     balancer, _ = make({"name": "a", "max_concurrency": 5}, {"name": "b", "max_concurrency": 5},
                        routing=RoutingStrategy.ROUND_ROBIN)
-    candidates = balancer.candidates(None)
-    a = balancer.choose(candidates, set())
-    balancer.start(a)
-    balancer.start(a)
-    assert [balancer.choose(candidates, set()).name for _ in range(4)].count("a") == 2
+    held = [await acquire(balancer) for _ in range(4)]
+    assert [lease.backend.name for lease in held] == ["a", "b", "a", "b"]
 
 
 async def test_a_freed_slot_is_handed_to_the_oldest_waiter():
     balancer, clock = make({"name": "a", "max_concurrency": 1}, queue_timeout=1.0)
     state = balancer.by_name["a"]
-    balancer.start(state)
-    first = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"a"})))
+    holder = await acquire(balancer)
+    first = asyncio.create_task(acquire(balancer))
     await asyncio.sleep(0)
-    second = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"a"})))
+    second = asyncio.create_task(acquire(balancer))
     await asyncio.sleep(0)
     assert balancer.queued == 2
-    balancer.finish(state)
+    holder.release(SUCCEEDED)
     # Handed over, not merely announced: a newcomer sees the backend busy and cannot barge in.
-    assert state.in_flight == 1 and balancer.choose(balancer.candidates(None), set()) is None
-    assert await first is state
+    assert state.in_flight == 1 and not state.available(clock.monotonic())
+    assert (await first).backend is state
     assert not second.done()
     second.cancel()
-    assert await balancer.wait_for_slot(clock.monotonic(), frozenset({"a"})) is False  # deadline passed
+    await asyncio.gather(second, return_exceptions=True)
+    with pytest.raises(AllBackendsThrottled):
+        await acquire(balancer, wait=0)  # deadline passed
 
 
 async def test_a_waiter_that_gives_up_passes_its_handed_slot_on():
-    balancer, clock = make({"name": "a", "max_concurrency": 1})
+    balancer, _ = make({"name": "a", "max_concurrency": 1})
     state = balancer.by_name["a"]
-    balancer.start(state)
-    leaving = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"a"})))
+    holder = await acquire(balancer)
+    leaving = asyncio.create_task(acquire(balancer))
     await asyncio.sleep(0)
-    staying = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"a"})))
+    staying = asyncio.create_task(acquire(balancer))
     await asyncio.sleep(0)
-    balancer.finish(state)  # handed to `leaving`...
+    holder.release(SUCCEEDED)  # handed to `leaving`...
     leaving.cancel()  # ...whose client disconnects before it runs
     await asyncio.gather(leaving, return_exceptions=True)
-    assert await staying is state and state.in_flight == 1
+    assert (await staying).backend is state and state.in_flight == 1
 
 
 async def test_waiters_only_take_backends_they_can_use():
-    balancer, clock = make({"name": "a", "max_concurrency": 1}, {"name": "b", "max_concurrency": 1})
-    a, b = balancer.by_name["a"], balancer.by_name["b"]
-    balancer.start(a)
-    balancer.start(b)
-    only_b = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"b"})))
+    balancer, _ = make({"name": "a", "max_concurrency": 1}, {"name": "b", "max_concurrency": 1})
+    on_a, on_b = await acquire(balancer, tried=("b",)), await acquire(balancer, tried=("a",))
+    only_b = asyncio.create_task(acquire(balancer, tried=("a",)))
     await asyncio.sleep(0)
-    balancer.finish(a)
+    on_a.release(SUCCEEDED)
     await asyncio.sleep(0)
-    assert not only_b.done() and a.in_flight == 0
-    balancer.finish(b)
-    assert await only_b is b
+    assert not only_b.done() and balancer.by_name["a"].in_flight == 0
+    on_b.release(SUCCEEDED)
+    assert (await only_b).backend.name == "b"
 
 
-def test_circuit_breaker_ejects_grows_and_probes_once():
-    balancer, clock = make({"name": "a"}, {"name": "b"})
-    policy = BreakerPolicy(eject_after_failures=2, eject_base=4, eject_max=10)
+FAILED = Verdict("failed", retry=True, breaker=BreakerEffect.FAILURE)
+
+
+async def test_circuit_breaker_ejects_grows_and_probes_once():
+    balancer, clock = make({"name": "a"}, {"name": "b"}, breaker=BreakerPolicy(eject_after_failures=2,
+                                                                                  eject_base=4, eject_max=10))
     a = balancer.by_name["a"]
     now = clock.monotonic
-    assert a.record_failure(now(), policy) is None
-    assert a.record_failure(now(), policy) == 4
+    assert (await acquire(balancer)).release(FAILED) is None
+    assert (await acquire(balancer, tried=("b",))).release(FAILED) == 4
     assert a.condition(now()) is BackendCondition.EJECTED
-    assert pick_many(balancer, 3) == {"b": 3}
+    assert await pick_many(balancer, 3) == ["b"] * 3
     clock.advance(4.01)
     assert a.condition(now()) is BackendCondition.HEALTHY  # half-open
-    balancer.start(a)  # the probe
-    assert a.condition(now()) is BackendCondition.EJECTED  # nobody else while it is out
-    assert pick_many(balancer, 2) == {"b": 2}
-    balancer.finish(a)
-    assert a.record_failure(now(), policy) == 8  # probe failed: longer
+    probe = await acquire(balancer, tried=("b",))
+    assert probe.backend is a and a.condition(now()) is BackendCondition.EJECTED  # nobody else while it is out
+    assert await pick_many(balancer, 2) == ["b"] * 2
+    assert probe.release(FAILED) == 8  # probe failed: longer
     clock.advance(8.01)
-    balancer.start(a)
-    assert a.record_failure(now(), policy) == 10  # capped
+    assert (await acquire(balancer, tried=("b",))).release(FAILED) == 10  # capped
     clock.advance(10.01)
-    balancer.start(a)
-    balancer.finish(a)
-    a.record_success()
+    (await acquire(balancer, tried=("b",))).release(SUCCEEDED)
     assert a.condition(now()) is BackendCondition.HEALTHY and a.ejections == 0
 
 
-def test_all_ejected_is_503():
-    balancer, clock = make({"name": "a"})
+async def test_a_cancelled_probe_settles_nothing_and_lets_the_next_request_probe():
+    balancer, clock = make({"name": "a"}, breaker=BreakerPolicy(eject_after_failures=1, eject_base=4))
     a = balancer.by_name["a"]
-    a.record_failure(clock.monotonic(), BreakerPolicy(eject_after_failures=1))
-    assert isinstance(balancer.refusal(balancer.candidates(None)), NoBackendAvailable)
+    (await acquire(balancer)).release(FAILED)
+    clock.advance(4.01)
+    probe = await acquire(balancer)
+    assert a.probe_in_flight
+    probe.release()  # its client went away: neither success nor failure
+    assert not a.probe_in_flight and a.in_flight == 0 and a.ejections == 1
+    second = await acquire(balancer)
+    assert second.backend is a and a.probe_in_flight
+    second.release(SUCCEEDED)
+    assert a.condition(clock.monotonic()) is BackendCondition.HEALTHY
 
 
-def test_unhealthy_backend_is_skipped_and_recovers():
+async def test_all_ejected_is_503():
+    balancer, _ = make({"name": "a"}, breaker=BreakerPolicy(eject_after_failures=1))
+    (await acquire(balancer)).release(FAILED)
+    with pytest.raises(NoBackendAvailable):
+        await acquire(balancer)
+
+
+async def test_unhealthy_backend_is_skipped_and_recovers():
     balancer, _ = make({"name": "a"}, {"name": "b"})
     balancer.by_name["a"].record_health(False, "loading model")
-    assert pick_many(balancer, 4) == {"b": 4}
+    assert await pick_many(balancer, 4) == ["b"] * 4
     assert not balancer.by_name["a"].record_health(False, "loading model")  # no change
     assert balancer.by_name["a"].record_health(True)
-    assert pick_many(balancer, 4) == {"a": 2, "b": 2}
+    assert Counter(await pick_many(balancer, 4)) == {"a": 2, "b": 2}
 
 
 async def test_cached_conversations_go_first_until_others_have_waited_too_long():
     balancer, clock = make({"name": "a", "max_concurrency": 1}, queue_aging=5.0)
-    a = balancer.by_name["a"]
-    balancer.start(a)
-    deadline = clock.monotonic() + 60
-    general = asyncio.create_task(balancer.wait_for_slot(deadline, frozenset({"a"})))
+    holder = await acquire(balancer)
+    general = asyncio.create_task(acquire(balancer, wait=60))
     await asyncio.sleep(0)
-    pinned = asyncio.create_task(balancer.wait_for_slot(deadline, frozenset({"a"}), a))
+    pinned = asyncio.create_task(acquire(balancer, preferred="a", wait=60))
     await asyncio.sleep(0)
-    balancer.finish(a)
-    assert await pinned is a  # its prefix is cached on a: the shortest job goes first
-    later_pinned = asyncio.create_task(balancer.wait_for_slot(deadline, frozenset({"a"}), a))
+    holder.release(SUCCEEDED)
+    first = await pinned  # its prefix is cached on a: the shortest job goes first
+    assert first.affinity == "hit"
+    later_pinned = asyncio.create_task(acquire(balancer, preferred="a", wait=60))
     await asyncio.sleep(0)
     clock.advance(5.01)  # the general request has now waited longer than the aging limit
-    balancer.finish(a)
-    assert await general is a
-    balancer.finish(a)
-    assert await later_pinned is a
+    first.release(SUCCEEDED)
+    second = await general
+    assert second.affinity is None
+    second.release(SUCCEEDED)
+    assert (await later_pinned).backend.name == "a"
 
 
 async def test_a_request_pinned_to_a_busy_backend_keeps_waiting_for_it():
     """Moving a conversation costs a full re-read of its history; its own backend frees up within one answer."""
-    balancer, clock = make({"name": "a", "max_concurrency": 1}, {"name": "b", "max_concurrency": 1})
-    a, b = balancer.by_name["a"], balancer.by_name["b"]
-    balancer.start(a)
-    balancer.start(b)
-    for_a = asyncio.create_task(balancer.wait_for_slot(clock.monotonic() + 5, frozenset({"a"}), a))
+    balancer, _ = make({"name": "a", "max_concurrency": 1}, {"name": "b", "max_concurrency": 1})
+    on_a, on_b = await acquire(balancer, tried=("b",)), await acquire(balancer, tried=("a",))
+    for_a = asyncio.create_task(acquire(balancer, preferred="a"))
     await asyncio.sleep(0)
-    balancer.finish(b)
+    on_b.release(SUCCEEDED)
     await asyncio.sleep(0)
-    assert not for_a.done() and b.in_flight == 0
-    balancer.finish(a)
-    assert await for_a is a
+    assert not for_a.done() and balancer.by_name["b"].in_flight == 0
+    on_a.release(SUCCEEDED)
+    lease = await for_a
+    assert lease.backend.name == "a" and lease.affinity == "hit"
+
+
+async def test_a_pinned_backend_busier_than_an_idle_one_moves_the_conversation():
+    balancer, _ = make({"name": "a", "max_concurrency": 2}, {"name": "b", "max_concurrency": 2})
+    await acquire(balancer, tried=("b",))
+    lease = await acquire(balancer, preferred="a")
+    assert lease.backend.name == "b" and lease.affinity == "moved"

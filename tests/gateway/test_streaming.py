@@ -11,7 +11,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from backends.fake import Reply, throttled_ms
-from gateway.proxy import SSE_HEADERS
+from gateway.relay import SSE_HEADERS
 from gateway.upstream import forwardable_headers
 from tests.gateway.conftest import CHAT
 

@@ -1,0 +1,130 @@
+"""What happened to one client request, told once: its canonical log line and its metrics.
+
+``RequestRecord`` collects the facts as the request goes (attempts, backend, timings, usage); ``Accounting``
+turns them into the one ``request`` line per client request, one ``upstream_attempt`` line per failed attempt
+(and for the attempt that answered after a failover), and the Prometheus counters. A request served at the
+first try is told whole by its canonical line: one line is a tenth of the gateway's own work per request.
+Lines carry routing facts only (ids, backend names, hosts without userinfo, status, timings, token counts):
+never keys, credentials or message contents.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from gateway.logs import bound_logger, event_writer, milliseconds
+from gateway.metrics import GatewayMetrics
+from gateway.outcome import Verdict
+from gateway.settings import BackendConfig
+from gateway.upstream import UpstreamError
+from gateway.usage import Usage
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What happened to one client request: the canonical log line and the metrics are built from it."""
+
+    request_id: str
+    started: float
+    path: str = ""
+    model: str | None = None
+    stream: bool = False
+    attempts: int = 0
+    backend: str | None = None
+    tried: tuple[str, ...] = ()  # backends in the order they were tried
+    skipped: dict[str, str] | None = None
+    last_error: UpstreamError | None = None
+    throttled_attempts: int = 0  # attempts answered 429/503-busy: if all were, the client gets 429, not 502
+    ttfb: float | None = None
+    usage: Usage | None = None
+    stream_error: str | None = None
+    client_gone: bool = False
+    affinity: str | None = None  # "new", "hit" or "moved" when affinity routing is on
+
+
+class Accounting:
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+        self._log = bound_logger()
+        self._write_request_line = event_writer("request")
+
+    def answered(self, record: RequestRecord, backend: str) -> None:
+        """An attempt succeeded: count the tokens its backend reported (0, 0 when it reported none)."""
+        usage = record.usage
+        series = self._metrics.for_backend(backend)
+        if usage is None:
+            series.answered(0, 0)
+        else:
+            series.answered(usage.prompt_tokens, usage.completion_tokens)
+
+    def ttfb(self, record: RequestRecord, backend: str, seconds: float) -> None:
+        record.ttfb = seconds
+        self._metrics.for_backend(backend).ttfb.observe(seconds)
+
+    def attempt(
+        self,
+        record: RequestRecord,
+        backend: BackendConfig,
+        sent: float,
+        verdict: Verdict,
+        *,
+        status: int | None,
+        error: UpstreamError | None = None,
+        ejected_s: float | None = None,
+    ) -> None:
+        """One upstream attempt's line, and its count when it failed (a failover is counted as a retry)."""
+        if error is not None:
+            series = self._metrics.for_backend(backend.name)
+            series.attempt(verdict.outcome)
+            if verdict.retry and record.stream_error is None:
+                series.retries.inc()
+        fields: dict[str, object] = {
+            "request_id": record.request_id,
+            "backend": backend.name,
+            "upstream": backend.host,
+            "attempt": record.attempts,
+            "status": status,
+            "outcome": verdict.outcome,
+            "duration_ms": milliseconds(time.perf_counter() - sent),
+        }
+        if error is not None:
+            fields["error"] = error.message
+        if verdict.cooldown is not None:
+            fields["cooldown_s"] = round(verdict.cooldown, 3)
+        if ejected_s is not None:
+            fields["ejected_s"] = round(ejected_s, 3)
+        if verdict.outcome == "ok":
+            self._log.info("upstream_attempt", **fields)
+        else:
+            self._log.warning("upstream_attempt", **fields)
+
+    def finish(self, record: RequestRecord, status: int) -> None:
+        """The request is over: count it, and write its canonical log line."""
+        duration = time.perf_counter() - record.started
+        self._metrics.for_backend(record.backend or "none").request(status, duration)
+        fields: dict[str, object] = {
+            "request_id": record.request_id,
+            "path": record.path,
+            "model": record.model,
+            "stream": record.stream,
+            "status": status,
+            "backend": record.backend,
+            "attempts": record.attempts,
+            "duration_ms": milliseconds(duration),
+        }  # the canonical line, in this order; what is known only sometimes follows
+        if record.ttfb is not None:
+            fields["ttfb_ms"] = milliseconds(record.ttfb)
+        if record.usage is not None:
+            fields["prompt_tokens"] = record.usage.prompt_tokens
+            fields["completion_tokens"] = record.usage.completion_tokens
+        if record.affinity is not None:
+            fields["affinity"] = record.affinity
+            self._metrics.affinity_result(record.affinity)
+        if record.skipped:
+            fields["skipped"] = record.skipped
+        if record.stream_error:
+            fields["stream_error"] = record.stream_error
+        if record.attempts > 1 or status >= 400:
+            fields["tried"] = sorted(record.tried)
+        self._write_request_line(fields)
