@@ -63,7 +63,7 @@ ACQUIRE = _PRELUDE + """
 --       priority for each candidate.
 -- Takes the conversation's backend if it is eligible and no busier than the least busy eligible backend of
 -- the best priority (the load guard), else the first eligible one in the caller's order. Returns
--- {index taken or 0, affinity outcome, snapshot of each candidate...}.
+-- {index taken or 0, affinity outcome, the conversation's backend or '', snapshot of each candidate...}.
 local lease, ttl, aff_ttl, has_aff, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1',
   tonumber(ARGV[5])
 local states, eligible, gates = {}, {}, {}
@@ -84,9 +84,9 @@ for i = 1, n do
     end
   end
 end
-local pick, outcome = 0, ''
+local pick, outcome, pinned = 0, '', false
 if has_aff then
-  local pinned = redis.call('GET', KEYS[1])
+  pinned = redis.call('GET', KEYS[1])
   if not pinned then
     outcome = 'new'
   else
@@ -117,7 +117,7 @@ if pick > 0 then
     redis.call('SET', KEYS[1], ARGV[5 + 4 * pick - 3], 'PX', aff_ttl)
   end
 end
-local out = {pick, outcome}
+local out = {pick, outcome, pinned or ''}
 for i = 1, n do
   for _, v in ipairs(snapshot(states[i])) do table.insert(out, v) end
 end
@@ -125,13 +125,14 @@ return out
 """
 
 RELEASE = _PRELUDE + """
--- KEYS: state hash, lease set.  ARGV: lease id (may be ''), outcome, cooldown ms, eject after failures,
--- eject base ms, eject max ms, backend name, channel to publish the new state on ('' for none).
--- Outcomes: ok (a success or the client's own error: the backend is fine), throttled (cool down for the
--- given time; not a failure), failed (a connection error, timeout or 5xx: counts toward ejection), cancelled
--- (decided nothing). Frees the lease and, if this lease held the probe, the probe. Returns the snapshot.
+-- KEYS: state hash, lease set.  ARGV: lease id (may be ''), breaker effect, cooldown ms (0: none), eject after
+-- failures, eject base ms, eject max ms, backend name, channel to publish the new state on ('' for none).
+-- Breaker effects: ok (a success or the client's own error: the backend is fine), failed (a connection error,
+-- timeout or 5xx: counts toward ejection), neutral (decides nothing: throttled, or cancelled). A cooldown
+-- (a 429, or a 503 with a retry hint) is kept whatever the effect. Frees the lease and, if this lease held
+-- the probe, the probe. Returns the backend's snapshot.
 local st, ls = KEYS[1], KEYS[2]
-local lease, outcome, cooldown = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local lease, effect, cooldown = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local s = read(st, ls)
 if lease ~= '' then
   s.n = s.n - redis.call('ZREM', ls, lease)
@@ -141,16 +142,17 @@ if was_probe then
   redis.call('HDEL', st, 'g', 'gl', 'gk')
   s.g = 0
 end
-if outcome == 'ok' then
+if cooldown > 0 then
+  s.cd = math.max(s.cd, now + cooldown)
+  s.rec = 1
+  redis.call('HSET', st, 'cd', s.cd, 'rec', 1)
+end
+if effect == 'ok' then
   if s.f ~= 0 or s.ej ~= 0 or s.rec ~= 0 then
     redis.call('HSET', st, 'f', 0, 'ej', 0, 'rec', 0)
     s.f, s.ej, s.rec = 0, 0, 0
   end
-elseif outcome == 'throttled' then
-  s.cd = math.max(s.cd, now + cooldown)
-  s.rec = 1
-  redis.call('HSET', st, 'cd', s.cd, 'rec', 1)
-elseif outcome == 'failed' then
+elseif effect == 'failed' then
   s.f = s.f + 1
   if (was_probe and s.gk == 'h') or s.f >= tonumber(ARGV[4]) then
     s.ej = s.ej + 1

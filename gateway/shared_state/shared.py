@@ -50,6 +50,7 @@ class SharedState:
         lease_ttl: float = 10.0,
         affinity_ttl: float = 3600.0,
         on_change: Callable[[str, BackendSnapshot], None] | None = None,
+        on_down: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.backends = list(backends)
@@ -58,6 +59,7 @@ class SharedState:
         self.lease_ttl = lease_ttl
         self.affinity_ttl = affinity_ttl
         self.on_change = on_change  # called with every fresh snapshot (the balancer applies it)
+        self.on_down = on_down  # called when Redis stops answering (the balancer goes back to its own counts)
         self.up = True
         self.views: dict[str, BackendSnapshot] = {}
         self.held: dict[str, str] = {}  # lease id → backend: this replica's leases in Redis, renewed
@@ -105,23 +107,24 @@ class SharedState:
         self.views.update(acquired.snapshots)
         return lease, acquired
 
-    def release(self, backend: str, lease: str | None, outcome: str, cooldown: float = 0.0) -> None:
-        """Free ``lease`` and record ``outcome`` in Redis, after the answer (a background call).
+    def release(self, backend: str, lease: str | None, effect: str, cooldown: float | None = None) -> None:
+        """Free ``lease`` and record the attempt in Redis (breaker ``effect``: ok, failed or neutral; the
+        ``cooldown`` asked for), after the answer: a background call.
 
-        Without a lease (the local view decided), an outcome that changes nothing shared is not sent at all.
+        Without a lease (the local view decided), an attempt that changes nothing shared is not sent at all.
         """
         if lease is not None:
             self.held.pop(lease, None)
-        elif outcome == "cancelled" or (outcome == "ok" and self.views.get(backend, _CLEAN).clean):
+        elif not cooldown and (effect == "neutral" or (effect == "ok" and self.views.get(backend, _CLEAN).clean)):
             return
         if not self.up:
             return  # the lease expires by itself; the outcome stays local
-        self._spawn(self._release(backend, lease, outcome, cooldown))
+        self._spawn(self._release(backend, lease, effect, cooldown or 0.0))
 
-    async def _release(self, backend: str, lease: str | None, outcome: str, cooldown: float) -> None:
+    async def _release(self, backend: str, lease: str | None, effect: str, cooldown: float) -> None:
         try:
             async with asyncio.timeout(max(self.deadline, 1.0)):
-                snapshot = await self.store.release(backend, lease, outcome, breaker=self.breaker, cooldown=cooldown)
+                snapshot = await self.store.release(backend, lease, effect, breaker=self.breaker, cooldown=cooldown)
         except (StoreUnavailable, TimeoutError) as exc:
             self._went_down(exc)
             return
@@ -191,6 +194,8 @@ class SharedState:
         if self.up:
             self.up = False
             self._went_down_event.set()
+            if self.on_down is not None:
+                self.on_down()
             reason = str(exc) or type(exc).__name__
             self._log.warning("shared_state_unavailable", error=reason,
                               fallback="local view of this process until Redis answers again")

@@ -60,6 +60,7 @@ class Candidate:
 class Acquired:
     backend: str | None  # the backend whose lease was taken, None when no candidate could take one
     affinity: str | None  # "hit", "moved" or "new" when a conversation key was given
+    pinned: str | None  # the backend the conversation went to last, if it has one
     snapshots: dict[str, BackendSnapshot]
 
 
@@ -105,20 +106,21 @@ class RedisStore:
             keys += (self.state_key(c.name), self.lease_key(c.name))
             args += (c.name, c.max_concurrency or 0, c.weight, c.priority)
         reply = await self._call(self._acquire, keys, args)
-        index, outcome = int(reply[0]), reply[1].decode() if isinstance(reply[1], bytes) else reply[1]
+        index, outcome, pinned = int(reply[0]), _text(reply[1]), _text(reply[2])
         snapshots = {
-            c.name: BackendSnapshot.from_values(reply[2 + i * SNAPSHOT_SIZE: 2 + (i + 1) * SNAPSHOT_SIZE])
+            c.name: BackendSnapshot.from_values(reply[3 + i * SNAPSHOT_SIZE: 3 + (i + 1) * SNAPSHOT_SIZE])
             for i, c in enumerate(candidates)
         }
-        return Acquired(candidates[index - 1].name if index else None, outcome or None, snapshots)
+        return Acquired(candidates[index - 1].name if index else None, outcome or None, pinned or None, snapshots)
 
     async def release(
-        self, backend: str, lease: str | None, outcome: str, *, breaker: BreakerRule, cooldown: float = 0.0,
+        self, backend: str, lease: str | None, effect: str, *, breaker: BreakerRule, cooldown: float = 0.0,
         publish: bool = True,
     ) -> BackendSnapshot:
-        """Give the lease back (if any) and record the attempt's outcome: ok, throttled, failed or cancelled."""
+        """Give the lease back (if any) and record the attempt: its breaker ``effect`` (ok, failed, neutral)
+        and the ``cooldown`` the upstream asked for (0: none)."""
         keys = [self.state_key(backend), self.lease_key(backend)]
-        args = [lease or "", outcome, _ms(cooldown), breaker.eject_after_failures, _ms(breaker.eject_base),
+        args = [lease or "", effect, _ms(cooldown), breaker.eject_after_failures, _ms(breaker.eject_base),
                 _ms(breaker.eject_max), backend, self.channel if publish else ""]
         return BackendSnapshot.from_values(await self._call(self._release, keys, args))
 
@@ -159,6 +161,10 @@ def parse_event(data: bytes | str) -> tuple[str, BackendSnapshot] | None:
         return parts[0], BackendSnapshot.from_values(parts[1:])
     except ValueError:
         return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _ms(seconds: float) -> int:

@@ -47,7 +47,7 @@ async def test_a_throttle_seen_by_one_replica_reaches_the_others_view():
         async with replica(server.url) as one, replica(server.url) as two:
             await asyncio.sleep(0.1)  # both subscribed
             assert not two.needs_call(OPEN, None)  # a clean, uncapped backend: no call at all
-            one.release("b", None, "throttled", cooldown=5.0)
+            one.release("b", None, "neutral", cooldown=5.0)
             await eventually(lambda: "b" in two.views and two.views["b"].cooling > 4)
             assert two.needs_call(OPEN, None)
 
@@ -102,8 +102,8 @@ async def test_a_slow_redis_is_abandoned_at_the_deadline():
             assert await shared.acquire([CAPPED]) is not None
 
 
-@pytest.mark.parametrize("outcome", ["ok", "cancelled"])
-def test_nothing_is_sent_for_an_outcome_that_changes_nothing(outcome):
+@pytest.mark.parametrize("effect", ["ok", "neutral"])
+def test_nothing_is_sent_for_an_outcome_that_changes_nothing(effect):
     shared = SharedState(RedisStore(Redis()), ["b"], breaker=RULE)
-    shared.release("b", None, outcome)  # no running loop needed: nothing is scheduled
+    shared.release("b", None, effect)  # no running loop needed: nothing is scheduled
     assert not shared._background

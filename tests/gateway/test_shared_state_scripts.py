@@ -55,7 +55,7 @@ async def test_a_lease_not_renewed_expires_with_its_ttl_and_renewal_keeps_it(sto
 
 async def test_cooldown_is_kept_on_the_server_clock_and_one_request_tries_after_it(store):
     assert (await store.acquire([OPEN_A], "l1", 10)).backend == "a"
-    snapshot = await store.release("a", "l1", "throttled", breaker=RULE, cooldown=0.2)
+    snapshot = await store.release("a", "l1", "neutral", breaker=RULE, cooldown=0.2)
     assert 0.15 < snapshot.cooling <= 0.2 and snapshot.recovering
     assert (await store.acquire([OPEN_A], "l2", 10)).backend is None
     await asyncio.sleep(0.25)
@@ -91,7 +91,7 @@ async def test_cancelled_probe_decides_nothing_and_frees_the_probe(store):
     await store.release("a", None, "failed", breaker=RULE)
     await store.redis.hset(store.state_key("a"), "eju", 0)
     await store.acquire([OPEN_A], "probe", 10)
-    snapshot = await store.release("a", "probe", "cancelled", breaker=RULE)
+    snapshot = await store.release("a", "probe", "neutral", breaker=RULE)
     assert not snapshot.probe_held and snapshot.ejections == 1 and snapshot.failures == 2
     assert (await store.acquire([OPEN_A], "again", 10)).backend == "a"
 
@@ -114,7 +114,7 @@ async def test_release_publishes_the_new_state_for_other_replicas(store):
     pubsub = store.redis.pubsub()
     await pubsub.subscribe(store.channel)
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
-    await store.release("a", None, "throttled", breaker=RULE, cooldown=5)
+    await store.release("a", None, "neutral", breaker=RULE, cooldown=5)
     message = await pubsub.get_message(timeout=1)
     await pubsub.aclose()
     name, snapshot = parse_event(message["data"])
