@@ -67,6 +67,7 @@ class SharedLease(Lease):
 class SharedBalancer(Balancer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._queue_max = kwargs.get("queue_max", 1000)
         self.shared: SharedState | None = None  # attached when the app starts (the Redis client lives with it)
         self._others = {state.name: 0 for state in self.states}  # other replicas' requests in flight
         self._handoffs: dict[str, deque[str | None]] = {state.name: deque() for state in self.states}
@@ -122,17 +123,17 @@ class SharedBalancer(Balancer):
             # Every untried backend is healthy but at its max_concurrency, counting every replica: queue.
             pinned = self._worth_waiting_for(preferred, candidates) if preferred is not None else None
             accepts = frozenset((pinned.name,)) if pinned is not None else frozenset(s.name for s in untried)
+            if len(self.queue) >= self._queue_max or self.now() >= deadline:
+                raise AllBackendsThrottled(
+                    f"All backends are busy and no slot freed up within {self.queue_timeout:g}s.", retry_after=1.0
+                )
             look_again = self.now() + max(shared.lease_ttl / 3, 0.1)  # leases of a dead replica expire silently
             waited = await self.queue.wait(min(deadline, look_again), accepts,
                                            pinned.name if pinned is not None else None)
             if isinstance(waited, BackendState):
                 affinity = None if preferred is None else ("hit" if waited.name == preferred else "moved")
                 return SharedLease(self, waited, skipped or None, affinity, self._handed_lease(waited.name))
-            now = self.now()
-            if waited is False and (now >= deadline or now < look_again):  # past the deadline, or queue full
-                raise AllBackendsThrottled(
-                    f"All backends are busy and no slot freed up within {self.queue_timeout:g}s.", retry_after=1.0
-                )
+            # True (look again) or False (the deadline, checked above, or just the time to look again).
 
     async def _local(
         self, candidates: Sequence[BackendState], tried: Sequence[str], preferred: str | None, deadline: float

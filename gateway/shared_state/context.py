@@ -42,6 +42,7 @@ def shared_state_ctx(credential: Any = None) -> Any:
                 affinity_ttl=settings.state_affinity_ttl,
             )
             balancer.attach(shared)
+            await shared.start()
             app[keys.METRICS].registry.register(_SharedStateCollector(shared))
             running = asyncio.create_task(shared.run())
             yield

@@ -137,6 +137,18 @@ class SharedState:
         if self.on_change is not None:
             self.on_change(backend, snapshot)
 
+    async def start(self, timeout: float = 5.0) -> None:
+        """Before the first request: scripts loaded, connections open, the view filled in; or start down."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.store.prepare()
+                snapshots = await self.store.snapshot(self.backends)
+        except (StoreUnavailable, TimeoutError) as exc:
+            self._went_down(exc)
+            return
+        for backend, snapshot in snapshots.items():
+            self._apply(backend, snapshot)
+
     async def run(self) -> None:
         """Renew leases, refresh the view, follow other replicas' releases; and notice Redis come back."""
         listener = asyncio.create_task(self._listen())

@@ -7,6 +7,7 @@ their answers into values.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,16 @@ class RedisStore:
 
     def affinity_key(self, conversation: bytes) -> str:
         return f"{self._prefix}a:{conversation.hex()}"
+
+    async def prepare(self, connections: int = 4) -> None:
+        """Load the scripts and open a few pooled connections ahead of the first request, whose deadline is too
+        short for a TCP (and TLS) handshake, an AUTH and a script upload on a busy machine."""
+        try:
+            for script in (self._acquire, self._release, self._renew, self._snapshot):
+                await self._redis.script_load(script.script)
+            await asyncio.gather(*(self._redis.ping() for _ in range(connections)))
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def acquire(
         self, candidates: Sequence[Candidate], lease: str, lease_ttl: float, *,
