@@ -168,17 +168,18 @@ async def test_every_turn_of_a_conversation_lands_on_the_same_backend_whichever_
 
 async def test_a_killed_replicas_slot_is_free_again_within_the_lease_ttl(redis, tmp_path):
     slow_once = FakeUpstream(name="only", script=[Reply(delay=60)])
-    only = [backend("only", slow_once, max_concurrency=1)]
-    async with slow_once.serve(), replicas(only, redis, tmp_path, count=2) as (victim, survivor):
-        holding = asyncio.create_task(victim.chat(hi("holds the slot")))
-        while slow_once.in_flight == 0:
-            await asyncio.sleep(0.02)
-        victim.process.send_signal(signal.SIGKILL)
-        killed = time.perf_counter()
-        name, _ = await survivor.chat(hi("waits for it"))
-        waited = time.perf_counter() - killed
-        with pytest.raises(openai.APIConnectionError):
-            await holding
+    async with slow_once.serve():  # (the gateways need its URL, known once it serves)
+        only = [backend("only", slow_once, max_concurrency=1)]
+        async with replicas(only, redis, tmp_path, count=2) as (victim, survivor):
+            holding = asyncio.create_task(victim.chat(hi("holds the slot")))
+            while slow_once.in_flight == 0:
+                await asyncio.sleep(0.02)
+            victim.process.send_signal(signal.SIGKILL)
+            killed = time.perf_counter()
+            name, _ = await survivor.chat(hi("waits for it"))
+            waited = time.perf_counter() - killed
+            with pytest.raises(openai.APIConnectionError):
+                await holding
     assert name == "only"
     # The lease lasts LEASE_TTL after its last renewal (every TTL/3); the waiter looks again every TTL/3.
     assert LEASE_TTL / 3 < waited < LEASE_TTL + LEASE_TTL / 3 + 0.5
