@@ -21,6 +21,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.models_catalog import ModelsCatalog
 from gateway.outcome import CooldownPolicy
 from gateway.proxy import Proxy
+from gateway.readiness import Readiness
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
 from gateway.shared_state.balancer import SharedBalancer
@@ -86,6 +87,9 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.UPSTREAM] = upstream
     app[keys.MODELS_CATALOG] = ModelsCatalog(app[keys.BALANCER], upstream)
+    app[keys.READINESS] = Readiness(
+        app[keys.BALANCER], upstream, interval=settings.health_interval, now=app[keys.CLOCK].monotonic
+    )
     app[keys.PROXY] = Proxy(
         balancer=app[keys.BALANCER],
         upstream=upstream,

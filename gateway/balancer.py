@@ -249,10 +249,6 @@ class Balancer:
         """A backend became usable again (health restored): let every waiter look again."""
         self.queue.wake_all()
 
-    def any_ready(self) -> bool:
-        now = self.now()
-        return any(s.condition(now) is BackendCondition.HEALTHY for s in self.states)
-
     @property
     def queued(self) -> int:
         return len(self.queue)

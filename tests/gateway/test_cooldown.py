@@ -42,3 +42,13 @@ def test_falls_back_through_the_header_forms():
     assert cooldown_from_headers({"x-ratelimit-reset-tokens": "20ms"}, NOW) == pytest.approx(0.02)
     assert cooldown_from_headers({}, NOW) is None
     assert cooldown_from_headers({"retry-after": "nonsense"}, NOW) is None
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e999", "soon", "", "1s2"])
+def test_a_value_that_is_not_a_finite_time_names_no_time(value):
+    for header in ("retry-after-ms", "retry-after", "x-ratelimit-reset-requests"):
+        assert cooldown_from_headers({header: value}, NOW) is None, header
+
+
+def test_an_unreadable_retry_after_ms_falls_back_to_the_other_headers():
+    assert cooldown_from_headers({"retry-after-ms": "nan", "retry-after": "4"}, NOW) == 4.0
