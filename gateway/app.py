@@ -24,6 +24,8 @@ from gateway.proxy import Proxy
 from gateway.readiness import Readiness
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
+from gateway.shared_state.balancer import SharedBalancer
+from gateway.shared_state.context import shared_state_ctx
 from gateway.upstream import UpstreamClient
 
 
@@ -36,7 +38,8 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
-    balancer = Balancer(
+    # With GATEWAY_STATE_URL, every process naming that Redis shares cooldowns, breakers, leases and affinity.
+    balancer = (SharedBalancer if settings.state_url else Balancer)(
         settings.backends,
         routing=settings.routing,
         queue_timeout=settings.queue_timeout,
@@ -51,6 +54,8 @@ def create_app(
     app.cleanup_ctx.append(_azure_credentials_ctx(azure_credential))
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(health_checks_ctx)
+    if settings.state_url:
+        app.cleanup_ctx.append(shared_state_ctx(azure_credential))
     setup_routes(app, Guard(settings.api_keys))
     return app
 

@@ -102,14 +102,15 @@ class Proxy:
     async def _attempts(self, request: web.Request, proxied: Proxied, record: RequestRecord) -> web.StreamResponse:
         candidates = self._balancer.candidates(proxied.model)
         deadline = self._clock.monotonic() + self._balancer.queue_timeout
-        preferred = None
+        preferred = conversation = None
         if self.affinity is not None and proxied.affinity_key is not None:
-            preferred = self.affinity.preferred(proxied.affinity_key)
+            conversation = proxied.affinity_key
+            preferred = self.affinity.preferred(conversation)
             if preferred is None:
                 record.affinity = "new"
         for _ in range(self._max_attempts):
             try:
-                lease = await self._balancer.acquire(candidates, record.tried, preferred, deadline)
+                lease = await self._balancer.acquire(candidates, record.tried, preferred, deadline, conversation)
             except GatewayError as refusal:
                 if record.attempts == 0:
                     raise

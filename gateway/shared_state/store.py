@@ -1,0 +1,182 @@
+"""The one seam to Redis: each method is one script call (one round trip), and any Redis trouble — refused,
+reset, timed out, a script error — leaves it as ``StoreUnavailable``, which the caller answers by failing open.
+
+The scripts and the key layout are in ``scripts.py``; this module only packs their arguments and unpacks
+their answers into values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.shared_state import scripts
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer usefully in time; the reason is the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSnapshot:
+    """One backend's shared state as the server saw it; durations are seconds from that moment."""
+
+    cooling: float  # seconds of cooldown left
+    recovering: bool  # it was throttled and nobody has succeeded on it since
+    failures: int  # consecutive failures
+    ejections: int
+    ejected: float  # seconds of ejection left
+    probe_held: bool  # a single probe (half-open, or first try after a cooldown) is in flight somewhere
+    leases: int  # requests in flight on it, all replicas together
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> BackendSnapshot:
+        cooling_ms, recovering, failures, ejections, ejected_ms, probe_held, leases = (int(v) for v in values)
+        return cls(cooling_ms / 1000, recovering == 1, failures, ejections, ejected_ms / 1000, probe_held == 1,
+                   leases)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing to respect: a request may go there on the local view alone (no lease is needed)."""
+        return not (self.cooling > 0 or self.recovering or self.failures or self.ejections or self.probe_held)
+
+
+SNAPSHOT_SIZE = len(scripts.SNAPSHOT_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str
+    max_concurrency: int | None
+    weight: int
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    backend: str | None  # the backend whose lease was taken, None when no candidate could take one
+    affinity: str | None  # "hit", "moved" or "new" when a conversation key was given
+    pinned: str | None  # the backend the conversation went to last, if it has one
+    snapshots: dict[str, BackendSnapshot]
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerRule:
+    eject_after_failures: int
+    eject_base: float
+    eject_max: float
+
+
+class RedisStore:
+    def __init__(self, redis: Redis, *, namespace: str = "gw") -> None:
+        self._redis = redis
+        self._prefix = f"{{{namespace}}}:{scripts.VERSION}:"
+        self.channel = self._prefix + "events"
+        # register_script: EVALSHA by the script's SHA, loading it once on NOSCRIPT (a new or restarted server).
+        self._acquire = redis.register_script(scripts.ACQUIRE)
+        self._release = redis.register_script(scripts.RELEASE)
+        self._renew = redis.register_script(scripts.RENEW)
+        self._snapshot = redis.register_script(scripts.SNAPSHOT)
+
+    @property
+    def redis(self) -> Redis:
+        return self._redis
+
+    def state_key(self, backend: str) -> str:
+        return f"{self._prefix}b:{backend}"
+
+    def lease_key(self, backend: str) -> str:
+        return f"{self._prefix}l:{backend}"
+
+    def affinity_key(self, conversation: bytes) -> str:
+        return f"{self._prefix}a:{conversation.hex()}"
+
+    async def prepare(self, connections: int = 4) -> None:
+        """Load the scripts and open a few pooled connections ahead of the first request, whose deadline is too
+        short for a TCP (and TLS) handshake, an AUTH and a script upload on a busy machine."""
+        try:
+            for script in (self._acquire, self._release, self._renew, self._snapshot):
+                await self._redis.script_load(script.script)
+            await asyncio.gather(*(self._redis.ping() for _ in range(connections)))
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def acquire(
+        self, candidates: Sequence[Candidate], lease: str, lease_ttl: float, *,
+        conversation: bytes | None = None, affinity_ttl: float = 3600.0,
+    ) -> Acquired:
+        """Take a lease on the best eligible candidate (``candidates`` in order of preference) in one call."""
+        keys = [self.affinity_key(conversation) if conversation is not None else self._prefix + "a:-"]
+        args: list[Any] = [lease, _ms(lease_ttl), _ms(affinity_ttl), int(conversation is not None), len(candidates)]
+        for c in candidates:
+            keys += (self.state_key(c.name), self.lease_key(c.name))
+            args += (c.name, c.max_concurrency or 0, c.weight, c.priority)
+        reply = await self._call(self._acquire, keys, args)
+        index, outcome, pinned = int(reply[0]), _text(reply[1]), _text(reply[2])
+        snapshots = {
+            c.name: BackendSnapshot.from_values(reply[3 + i * SNAPSHOT_SIZE: 3 + (i + 1) * SNAPSHOT_SIZE])
+            for i, c in enumerate(candidates)
+        }
+        return Acquired(candidates[index - 1].name if index else None, outcome or None, pinned or None, snapshots)
+
+    async def release(
+        self, backend: str, lease: str | None, effect: str, *, breaker: BreakerRule, cooldown: float = 0.0,
+        publish: bool = True,
+    ) -> BackendSnapshot:
+        """Give the lease back (if any) and record the attempt: its breaker ``effect`` (ok, failed, neutral)
+        and the ``cooldown`` the upstream asked for (0: none)."""
+        keys = [self.state_key(backend), self.lease_key(backend)]
+        args = [lease or "", effect, _ms(cooldown), breaker.eject_after_failures, _ms(breaker.eject_base),
+                _ms(breaker.eject_max), backend, self.channel if publish else ""]
+        return BackendSnapshot.from_values(await self._call(self._release, keys, args))
+
+    async def renew(self, leases: Sequence[tuple[str, str]], lease_ttl: float) -> int:
+        """Extend ``(backend, lease)`` pairs still held; returns how many were still alive."""
+        if not leases:
+            return 0
+        keys: list[str] = []
+        for backend, _ in leases:
+            keys += (self.state_key(backend), self.lease_key(backend))
+        return int(await self._call(self._renew, keys, [_ms(lease_ttl), *(lease for _, lease in leases)]))
+
+    async def snapshot(self, backends: Sequence[str]) -> dict[str, BackendSnapshot]:
+        keys: list[str] = []
+        for backend in backends:
+            keys += (self.state_key(backend), self.lease_key(backend))
+        reply = await self._call(self._snapshot, keys, [])
+        return {
+            name: BackendSnapshot.from_values(reply[i * SNAPSHOT_SIZE: (i + 1) * SNAPSHOT_SIZE])
+            for i, name in enumerate(backends)
+        }
+
+    @staticmethod
+    async def _call(script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def parse_event(data: bytes | str) -> tuple[str, BackendSnapshot] | None:
+    """A published state change (``<backend> <snapshot fields...>``), or None if it is not one of ours."""
+    text = data.decode() if isinstance(data, bytes) else data
+    parts = text.split(" ")
+    if len(parts) != 1 + SNAPSHOT_SIZE:
+        return None
+    try:
+        return parts[0], BackendSnapshot.from_values(parts[1:])
+    except ValueError:
+        return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 0)
