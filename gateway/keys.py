@@ -12,6 +12,7 @@ from gateway.models_catalog import ModelsCatalog
 from gateway.proxy import Proxy
 from gateway.readiness import Readiness
 from gateway.settings import GatewaySettings
+from gateway.telemetry import Telemetry
 from gateway.upstream import UpstreamClient
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
@@ -23,5 +24,6 @@ UPSTREAM = web.AppKey("upstream", UpstreamClient)
 PROXY = web.AppKey("proxy", Proxy)
 MODELS_CATALOG = web.AppKey("models_catalog", ModelsCatalog)
 READINESS = web.AppKey("readiness", Readiness)
+TELEMETRY: web.AppKey[Telemetry | None] = web.AppKey("telemetry")
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -84,6 +84,7 @@ class Proxy:
     async def serve(self, request: web.Request, request_id: str, parse: Parse) -> web.StreamResponse:
         """The whole of one client request: the view's one call."""
         record = RequestRecord(request_id, time.perf_counter(), path=request.path)
+        self._accounting.began(record, request.method, request.headers)
         status = 499  # nginx's "client closed request", if we are cancelled before answering
         try:
             proxied = parse(await read_body(request), request)
@@ -193,7 +194,7 @@ class Proxy:
         if record.attempts > 1:
             # It failed over: the earlier attempts have their lines, and so does the one that answered.
             self._accounting.attempt(record, backend, sent, SUCCEEDED, status=response.status)
-        self._accounting.answered(record, backend.name)
+        self._accounting.answered(record, backend, sent, response.status)
         return response
 
     def _failed(self, lease: Lease, record: RequestRecord, error: UpstreamError, sent: float) -> bool:
