@@ -64,6 +64,10 @@ def _serve(settings: ChatSettings) -> None:
     from aiohttp import web
 
     from chat_client.app import create_app
+    from chat_client.telemetry import setup_telemetry
+
+    if setup_telemetry():
+        log.info("telemetry: exporting to Application Insights")
 
     web.run_app(
         create_app(settings),

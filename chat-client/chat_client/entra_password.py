@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,11 +23,14 @@ POSTGRES_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 
 
 class _Token(Protocol):
-    token: str
+    @property
+    def token(self) -> str: ...
 
 
 class TokenCredential(Protocol):
-    async def get_token(self, *scopes: str) -> _Token: ...
+    """What azure-identity's async credentials offer (and a test's stand-in)."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> _Token: ...
 
 
 class EntraPassword:
@@ -41,8 +44,11 @@ class EntraPassword:
 
 
 @asynccontextmanager
-async def open_engine(settings: ChatSettings) -> AsyncIterator[AsyncEngine]:
-    """The app's engine for its settings, disposed (and its credential closed) on exit."""
+async def open_engine(
+    settings: ChatSettings, credential: TokenCredential | None = None
+) -> AsyncIterator[AsyncEngine]:
+    """The app's engine for its settings, disposed (and its credential closed) on exit. `credential`: a
+    test's stand-in for the managed identity."""
     if not settings.database_azure_auth:
         engine = create_engine(settings.resolved_database_url)
         try:
@@ -50,11 +56,18 @@ async def open_engine(settings: ChatSettings) -> AsyncIterator[AsyncEngine]:
         finally:
             await engine.dispose()
         return
-    from azure.identity.aio import DefaultAzureCredential
-
-    async with DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id) as credential:
+    if credential is not None:
         engine = create_engine(settings.resolved_database_url, password=EntraPassword(credential))
         try:
             yield engine
         finally:
             await engine.dispose()
+        return
+    from azure.identity.aio import DefaultAzureCredential
+
+    default = DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+    try:
+        async with open_engine(settings, default) as engine:
+            yield engine
+    finally:
+        await default.close()

@@ -26,6 +26,7 @@ import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 
 from chat_client.settings import ChatSettings
+from chat_client.telemetry import client_options
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
     """The app's one client (and Entra credential, if any), closed when the app stops."""
     credential = None
     client: AsyncOpenAI
-    common = {"timeout": settings.request_timeout, "max_retries": 0}
+    common = {"timeout": settings.request_timeout, "max_retries": 0, **client_options()}
     if settings.openai_host in ("azure", "azure_custom"):
         auth: dict[str, object]
         if settings.azure_openai_api_key is not None:

@@ -57,6 +57,8 @@ def _source_reads(package: Path) -> tuple[set[str], bool]:
         for match in _ENVIRON_LOOKUP.finditer(text):
             names.add(match.group(1) or match.group(2))
         uses_azure_identity |= "DefaultAzureCredential(" in text
+        if "configure_azure_monitor(" in text:
+            names |= AZURE_MONITOR_VARIABLES
     return names, uses_azure_identity
 
 

@@ -151,3 +151,44 @@ def test_without_a_connection_string_there_is_no_telemetry(monkeypatch: pytest.M
     monkeypatch.delenv(CONNECTION_STRING, raising=False)
     app = create_app(GatewaySettings(backends=[{"name": "a", "url": "http://127.0.0.1:9/v1"}]))
     assert app[keys.TELEMETRY] is None
+
+
+async def test_the_chat_apps_call_and_the_gateways_spans_are_one_trace(
+    caught: Caught, upstreams: Callable[..., Any], gateway: Callable[..., Any]
+) -> None:
+    """chat_client.telemetry's hooks on the openai client: a CLIENT span per call, its traceparent sent."""
+    import openai
+    from chat_client.telemetry import client_options
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+    a = await upstreams(name="a", script=[Reply()])
+    gw = await gateway([a], telemetry=caught.telemetry)
+    chat_spans = InMemorySpanExporter()
+    provider = SdkTracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(chat_spans))
+    client = openai.AsyncAzureOpenAI(
+        azure_endpoint=gw.url,
+        api_key="k",
+        api_version="2024-10-21",
+        max_retries=0,
+        **client_options(provider.get_tracer("chat")),
+    )
+    async with client:
+        await client.chat.completions.create(model="smollm2", messages=CHAT["messages"])
+
+    (call,) = chat_spans.get_finished_spans()
+    assert call.kind is SpanKind.CLIENT and call.name == "chat smollm2"
+    assert call.attributes["gen_ai.request.model"] == "smollm2"
+    assert call.attributes["http.response.status_code"] == 200
+    server = caught.server_span()
+    assert server.context.trace_id == call.context.trace_id
+    assert server.parent is not None and server.parent.span_id == call.context.span_id
+    assert server.name == "POST /openai/deployments/smollm2/chat/completions"
+
+
+def test_the_chat_client_is_left_alone_without_application_insights(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chat_client.telemetry import client_options, setup_telemetry
+
+    monkeypatch.delenv(CONNECTION_STRING, raising=False)
+    assert setup_telemetry() is False
+    assert client_options() == {}
