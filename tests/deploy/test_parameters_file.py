@@ -172,3 +172,17 @@ def test_emulation_leaves_out_an_unset_empty_string() -> None:
     assert azd_params.load(entry, {"image": "string"}, {"SERVICE_X_IMAGE_NAME": "a/b:1"}) == {
         "image": "a/b:1"
     }
+
+
+def test_the_readme_walkthrough_names_every_setting_an_azd_user_can_change() -> None:
+    readme = (bicep.REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### On Azure Container Apps with azd") :]
+    section = section[: section.index("\n## ")]
+    internal = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_PRINCIPAL_ID"}
+    for variable in set(azd_params.references(text())) - internal:
+        if variable.startswith("SERVICE_"):
+            continue  # azd's own, written by azd
+        assert f"`{variable}`" in section or variable in section, (
+            f"{variable} is not in the README's azd walkthrough"
+        )
+    assert "1.23.4" in section and "remoteBuild" in section
