@@ -119,6 +119,13 @@ def evaluate(expression: Any, scope: dict[str, Any]) -> Any:
         return [evaluate(item, scope) for item in expression]
     if "function" in expression:
         function = expression["function"]
+        if function["type"] == "map":  # map(array, x => body): the lambda is evaluated per item
+            items, body = (function["parameters"] or {}).values()
+            detail = body["detail"]
+            return [
+                evaluate(detail["expression"], {**scope, detail["var_1"]: item})
+                for item in evaluate(items, scope)
+            ]
         args = [evaluate(arg, scope) for arg in (function.get("parameters") or {}).values()]
         return _call(function["type"], args)
     if "operator" in expression:

@@ -192,3 +192,60 @@ def test_the_chat_client_is_left_alone_without_application_insights(monkeypatch:
     monkeypatch.delenv(CONNECTION_STRING, raising=False)
     assert setup_telemetry() is False
     assert client_options() == {}
+
+
+# ---- the routing workbook (infra/bicep/modules/monitoring.bicep) reads the lines the gateway writes --------
+
+
+def workbook_queries() -> list[dict[str, str]]:
+    from tests.deploy.bicep import BICEP_DIR, ns, scope_of
+
+    scope = scope_of(
+        BICEP_DIR / "modules" / "monitoring.bicep", name="log-x", workspace=ns(id="/workspaces/x")
+    )
+    workbook = scope["workbook"]
+    assert workbook["version"] == "Notebook/1.0" and workbook["fallbackResourceIds"] == ["/workspaces/x"]
+    return [item["content"] for item in workbook["items"] if item["type"] == 3]
+
+
+async def test_the_workbook_reads_fields_the_gateway_writes_and_each_request_is_one_line(
+    caught: Caught,
+    upstreams: Callable[..., Any],
+    gateway: Callable[..., Any],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import re
+
+    import orjson
+
+    a = await upstreams(name="a", script=[Reply(status=500)])
+    b = await upstreams(name="b", script=[throttled(5)])
+    c = await upstreams(name="c", script=[Reply(), Reply()])
+    backends = [{"name": u.name, "url": u.openai_url, "priority": p} for p, u in enumerate([a, b, c])]
+    # One failure ejects a backend: the attempt line then says for how long (ejected_s).
+    gw = await gateway(backends, max_attempts=3, eject_after_failures=1, telemetry=caught.telemetry)
+    async with gw.client() as client:
+        await client.chat.completions.create(**CHAT)  # a fails, b throttles, c answers
+        await client.chat.completions.create(**CHAT)  # a and b cool down: c at once
+    lines = [orjson.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("event") == "request"]
+    assert len(requests) == 2, "one routing line per request, telemetry or not"
+    assert len(caught.finished()) == 2 + 3 + 1  # two request spans, four attempt spans
+
+    written: dict[str, set[str]] = {}
+    for line in lines:
+        written.setdefault(line.get("event", ""), set()).update(line)
+    queries = workbook_queries()
+    assert len(queries) >= 5
+    for query in (q["query"] for q in queries if q["query"].startswith("ContainerAppConsoleLogs_CL")):
+        events = set(re.findall(r'event == "(\w+)"', query))
+        fields = set(re.findall(r"line\.(\w+)", query)) - {"event"}
+        assert events, query
+        for event in events:
+            assert fields <= written.get(event, set()), (
+                f"{event} lines lack {fields - written.get(event, set())}"
+            )
+    spans = [q["query"] for q in queries if q["query"].startswith("AppDependencies")]
+    attributes = set().union(*(s.attributes for s in caught.attempt_spans()))
+    for query in spans:
+        assert set(re.findall(r'Properties\["([\w.]+)"\]', query)) <= attributes
