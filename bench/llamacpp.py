@@ -30,6 +30,7 @@ import os
 import platform
 import random
 import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -184,9 +185,11 @@ def plan(args: argparse.Namespace) -> tuple[list[Service], list[Setup]]:
         Setup("llama-server, round robin", f"2 × {args.parallel} slots", replace(round_robin, name="gateway-rr")),
         Setup("llama-cpp-python", "2 × 1 slot", replace(plain, name="gateway-python")),
     ]
-    quiet = {"GATEWAY_LOG_LEVEL": "warning"}  # the same for all: no request line per request
+    # The same for all: no request line per request, and no refusal of a request that waits long for a slot
+    # (the one-slot backends queue 8 chats' turns: what that costs shows in the TTFT, not as 429s).
+    common = {"GATEWAY_LOG_LEVEL": "warning", "GATEWAY_QUEUE_TIMEOUT": str(args.round_timeout)}
     for setup in setups:
-        setup.gateway = replace(setup.gateway, env={**setup.gateway.env, **quiet})
+        setup.gateway = replace(setup.gateway, env={**setup.gateway.env, **common})
     return [*servers, *python], setups
 
 
@@ -309,8 +312,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: the servers are stopped on the way out
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
     cpu_scaling = [cpu_parallelism()]  # before and after: the machine's load can change during the run
     print(f"==> CPU control: two busy processes do {cpu_scaling[0]:.2f}× the work of one", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-llamacpp-") as log_dir:
