@@ -2,10 +2,11 @@
 
 Many chats at once, through the gateway, on two llama.cpp backends (the embedded SmolLM2, one thread each):
 
-  1. llama-server, affinity      llama.cpp's own server, `--parallel` slots with continuous batching; the
-                                 gateway reads the capacity from /props and routes each chat back to its backend
-  2. llama-server, round robin   the same backends, affinity off, plain round robin
-  3. llama-cpp-python            llama-cpp-python's server, one request at a time (max_concurrency 1), affinity on
+  1. llama-server, affinity     llama.cpp's own server, `--parallel` slots with continuous batching; the
+                                gateway reads the capacity from /props and routes each chat back to its
+                                backend
+  2. llama-server, round robin  the same backends, affinity off, plain round robin
+  3. llama-cpp-python           llama-cpp-python's server, one request at a time (max_concurrency 1), affinity
 
 Every chat opens with a document and a question, then asks follow-ups (streamed, temperature 0, a random
 think time between turns); every chat opens with its own nonce, so no setup profits from another's caches.
@@ -16,7 +17,8 @@ what it measures of every answer). Everything starts first, then the setups take
 alternating order; the run is bounded (`--budget`): no round starts after it. Printed as markdown and written
 to bench/results/llamacpp.md.
 
-    python -m bench.llamacpp [--chats 8] [--turns 5] [--rounds 2] [--parallel 4] [--max-tokens 32] [--budget 1200]
+    python -m bench.llamacpp [--chats 8] [--turns 5] [--rounds 2] [--parallel 4] [--max-tokens 32]
+                             [--budget 1200]
 """
 
 from __future__ import annotations
@@ -49,16 +51,16 @@ from scripts.services import MODEL, Service
 RESULTS = Path(__file__).parent / "results" / "llamacpp.md"
 
 DOCUMENT = (
-    "The lighthouse on the northern cape was built in 1871 from granite quarried two miles inland. Its keeper, "
-    "a former ship's carpenter named Elias Marr, kept a daily log for thirty-one years: the weather at dawn and "
-    "dusk, the ships that passed, the oil burned, and the birds that struck the lantern glass during the autumn "
-    "migration. In the winter of 1893 a storm cut the cape off from the village for nineteen days. Marr rationed "
-    "the oil, burned driftwood in the kitchen stove, and rowed out twice to a schooner that had lost its mast, "
-    "bringing four sailors back to the tower. The log records that they played cards by lamplight and that one "
-    "of them, a boy from Bergen, carved a small wooden whale that still sits on the windowsill of the watch "
-    "room. When the lighthouse was automated in 1962 the log books went to the county archive, where "
-    "historians use them to date the arrival of the swallows and the slow retreat of the sea ice along the "
-    "coast. "
+    "The lighthouse on the northern cape was built in 1871 from granite quarried two miles inland. Its "
+    "keeper, a former ship's carpenter named Elias Marr, kept a daily log for thirty-one years: the "
+    "weather at dawn and dusk, the ships that passed, the oil burned, and the birds that struck the "
+    "lantern glass during the autumn migration. In the winter of 1893 a storm cut the cape off from the "
+    "village for nineteen days. Marr rationed the oil, burned driftwood in the kitchen stove, and rowed "
+    "out twice to a schooner that had lost its mast, bringing four sailors back to the tower. The log "
+    "records that they played cards by lamplight and that one of them, a boy from Bergen, carved a small "
+    "wooden whale that still sits on the windowsill of the watch room. When the lighthouse was automated "
+    "in 1962 the log books went to the county archive, where historians use them to date the arrival of "
+    "the swallows and the slow retreat of the sea ice along the coast. "
 )
 QUESTIONS = (
     "Summarise the document in two sentences.",
@@ -102,7 +104,8 @@ class Setup:
 async def one_chat(client: AsyncOpenAI, setup: Setup, args: argparse.Namespace, rng: random.Random,
                    record: bool) -> None:
     messages = [
-        {"role": "system", "content": f"Session {uuid.uuid4().hex[:12]}. You answer questions about the document."},
+        {"role": "system",
+         "content": f"Session {uuid.uuid4().hex[:12]}. You answer questions about the document."},
         {"role": "user", "content": f"Here is a document.\n\n{DOCUMENT}\n\n{QUESTIONS[0]}"},
     ]
     for turn in range(1, args.turns + 1):
@@ -133,13 +136,13 @@ async def one_chat(client: AsyncOpenAI, setup: Setup, args: argparse.Namespace, 
 
 
 async def cache_counters(session: aiohttp.ClientSession, setup: Setup) -> tuple[float, float, bool]:
-    """(cached, prompt) token totals over all backends from the gateway's /metrics, and whether any were cached."""
+    """Cached and prompt token totals of all backends (gateway /metrics); whether any reported a cache."""
     async with session.get(f"{setup.gateway.base_url}/metrics") as response:
         text = await response.text()
     totals = {"cached": 0.0, "prompt": 0.0}
     seen_cached = False
-    for kind, value in re.findall(r'^gateway_tokens_total\{backend="[^"]*",type="(cached|prompt)"\} (\S+)$', text,
-                                  re.MULTILINE):
+    pattern = r'^gateway_tokens_total\{backend="[^"]*",type="(cached|prompt)"\} (\S+)$'
+    for kind, value in re.findall(pattern, text, re.MULTILINE):
         totals[kind] += float(value)
         seen_cached |= kind == "cached"
     return totals["cached"], totals["prompt"], seen_cached
@@ -149,7 +152,8 @@ async def run_round(setup: Setup, args: argparse.Namespace, session: aiohttp.Cli
                     record: bool = True) -> None:
     rng = random.Random(seed)  # the same think times for every setup in a round
     cached_before, prompt_before, _ = await cache_counters(session, setup)
-    async with AsyncOpenAI(base_url=setup.url, api_key="bench", max_retries=0, timeout=args.round_timeout) as client:
+    client = AsyncOpenAI(base_url=setup.url, api_key="bench", max_retries=0, timeout=args.round_timeout)
+    async with client:
         started = time.perf_counter()
         async with asyncio.timeout(args.round_timeout):
             await asyncio.gather(*(one_chat(client, setup, args, random.Random(rng.random()), record)
@@ -181,8 +185,10 @@ def plan(args: argparse.Namespace) -> tuple[list[Service], list[Setup]]:
                                             "GATEWAY_ROUTING": "round_robin"})
     plain = services.gateway(host=HOST, port=free_port(), backends=python)
     setups = [
-        Setup("llama-server, affinity", f"2 × {args.parallel} slots", replace(affinity, name="gateway-affinity")),
-        Setup("llama-server, round robin", f"2 × {args.parallel} slots", replace(round_robin, name="gateway-rr")),
+        Setup("llama-server, affinity", f"2 × {args.parallel} slots",
+              replace(affinity, name="gateway-affinity")),
+        Setup("llama-server, round robin", f"2 × {args.parallel} slots",
+              replace(round_robin, name="gateway-rr")),
         Setup("llama-cpp-python", "2 × 1 slot", replace(plain, name="gateway-python")),
     ]
     # The same for all: no request line per request, and no refusal of a request that waits long for a slot
@@ -209,7 +215,8 @@ async def run(args: argparse.Namespace, log_dir: Path) -> list[Setup]:
         args.rounds_done = 0
         for number in range(1, args.rounds + 1):
             if time.monotonic() > deadline:
-                print(f"==> budget of {args.budget:g}s spent: stopping after {number - 1} round(s)", flush=True)
+                print(f"==> budget of {args.budget:g}s spent: stopping after {number - 1} round(s)",
+                      flush=True)
                 break
             order = setups if number % 2 else list(reversed(setups))
             for setup in order:
@@ -251,8 +258,8 @@ def _ms(seconds: float | None) -> str:
 def report(setups: list[Setup], args: argparse.Namespace, cpu_scaling: list[float]) -> str:
     server, round_robin, python = setups
     rows = [
-        "| setup | backends | completion tokens/s | median TTFT | median TTFT, turn ≥ 3 | prompt tokens reused "
-        "| failed turns |",
+        "| setup | backends | completion tokens/s | median TTFT | median TTFT, turn ≥ 3 "
+        "| prompt tokens reused | failed turns |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for s in setups:
@@ -266,10 +273,10 @@ def report(setups: list[Setup], args: argparse.Namespace, cpu_scaling: list[floa
         f"--chats {args.chats} --turns {args.turns} --rounds {args.rounds} --parallel {args.parallel} "
         f"--max-tokens {args.max_tokens}`.",
         "",
-        f"Machine: {os.cpu_count()} cores ({cpu_model()}); model {MODEL} (Q4_1 GGUF); one thread per backend; "
-        f"the client and the gateways share the cores. {args.chats} concurrent chats × {args.turns} turns per "
-        f"round, streamed, max_tokens {args.max_tokens}, think time up to {args.think:g} s; rounds counted: "
-        f"{args.rounds_done} (of {args.rounds}, budget {args.budget:g} s).",
+        f"Machine: {os.cpu_count()} cores ({cpu_model()}); model {MODEL} (Q4_1 GGUF); one thread per "
+        f"backend; the client and the gateways share the cores. {args.chats} concurrent chats × {args.turns} "
+        f"turns per round, streamed, max_tokens {args.max_tokens}, think time up to {args.think:g} s; rounds "
+        f"counted: {args.rounds_done} (of {args.rounds}, budget {args.budget:g} s).",
         "",
         *rows,
         "",
@@ -278,17 +285,17 @@ def report(setups: list[Setup], args: argparse.Namespace, cpu_scaling: list[floa
         speedup = server.tokens_per_second / python.tokens_per_second
         ttft_s, ttft_p = server.median_ttft(), python.median_ttft()
         target = speedup >= 2 and ttft_s is not None and ttft_p is not None and ttft_s <= ttft_p
-        lines.append(f"- llama-server vs llama-cpp-python (both with affinity): **{speedup:.2f}×** the tokens/s, "
-                     f"median TTFT {_ms(ttft_s)} vs {_ms(ttft_p)} — "
+        lines.append(f"- llama-server vs llama-cpp-python (both with affinity): **{speedup:.2f}×** the "
+                     f"tokens/s, median TTFT {_ms(ttft_s)} vs {_ms(ttft_p)} — "
                      f"{'meets' if target else 'MISSES'} the target (≥ 2× at ≥ equal TTFT).")
     later_a, later_rr = server.median_ttft(3), round_robin.median_ttft(3)
     if later_a and later_rr:
-        lines.append(f"- Affinity on llama-server, turn ≥ 3: median TTFT {_ms(later_a)} vs {_ms(later_rr)} with "
-                     f"round robin (**{later_rr / later_a:.1f}×** lower); prompt tokens reused "
+        lines.append(f"- Affinity on llama-server, turn ≥ 3: median TTFT {_ms(later_a)} vs {_ms(later_rr)} "
+                     f"with round robin (**{later_rr / later_a:.1f}×** lower); prompt tokens reused "
                      f"{server.prompt_reuse or 0:.0%} vs {round_robin.prompt_reuse or 0:.0%}.")
     lines.append(f"- CPU control: two busy processes got through "
-                 f"{' and '.join(f'{c:.2f}×' for c in cpu_scaling)} the work of one, before and after the run "
-                 f"(2.00× on two free cores).")
+                 f"{' and '.join(f'{c:.2f}×' for c in cpu_scaling)} the work of one, before and after the "
+                 f"run (2.00× on two free cores).")
     return "\n".join(lines) + "\n"
 
 
@@ -297,13 +304,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chats", type=int, default=8, help="concurrent chats (default: %(default)s)")
     parser.add_argument("--turns", type=int, default=5, help="turns per chat (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per setup (default: %(default)s)")
-    parser.add_argument("--parallel", type=int, default=4, help="llama-server slots per backend (default: %(default)s)")
+    parser.add_argument("--parallel", type=int, default=4,
+                        help="llama-server slots per backend (default: %(default)s)")
     parser.add_argument("--max-tokens", type=int, default=32, help="per answer (default: %(default)s)")
     parser.add_argument("--think", type=float, default=0.5,
                         help="most seconds between a chat's turns, drawn at random (default: %(default)s)")
     parser.add_argument("--budget", type=float, default=1200,
                         help="seconds after which no new round starts (default: %(default)s)")
-    parser.add_argument("--round-timeout", type=float, default=600, help="seconds per round (default: %(default)s)")
+    parser.add_argument("--round-timeout", type=float, default=600,
+                        help="seconds per round (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="markdown report (default: %(default)s)")
     args = parser.parse_args(argv)
     for name in ("chats", "turns", "rounds", "parallel", "max_tokens"):
