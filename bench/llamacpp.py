@@ -43,6 +43,7 @@ from pathlib import Path
 
 import aiohttp
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from bench.processes import HOST, Server, ServerFailed, Servers, free_port
 from scripts import services
@@ -103,7 +104,7 @@ class Setup:
 
 async def one_chat(client: AsyncOpenAI, setup: Setup, args: argparse.Namespace, rng: random.Random,
                    record: bool) -> None:
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "system",
          "content": f"Session {uuid.uuid4().hex[:12]}. You answer questions about the document."},
         {"role": "user", "content": f"Here is a document.\n\n{DOCUMENT}\n\n{QUESTIONS[0]}"},
