@@ -22,33 +22,35 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(settings: GatewaySettings, reuse_port: bool = False) -> None:
-    from gateway.app import create_app
-    from gateway.logs import configure_logging, get_logger
+def log_starting(settings: GatewaySettings) -> None:
+    from gateway.logs import get_logger
 
-    configure_logging(settings.log_level)
-    _install_uvloop()
-    app = create_app(settings)
-    app.on_startup.append(settle_garbage_collector)
     get_logger().info(
         "gateway_starting",
         host=settings.host,
         port=settings.port,
         backends=[{"name": b.name, "kind": b.kind.value, "upstream": b.host, "priority": b.priority}
-                  for b in settings.backends],
+                  for b in settings.backends],  # b.host: host and port, never the URL's user:password@
         routing=settings.routing.value,
         auth=bool(settings.api_keys),
     )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        handler_cancellation=True,  # a client that disconnects cancels its upstream request too
-        reuse_port=reuse_port,
-        backlog=4096,  # the default 128 drops SYNs when hundreds of clients connect at once
-    )
+
+
+def serve(settings: GatewaySettings, reuse_port: bool = False) -> None:
+    from gateway.app import create_app
+    from gateway.logs import configure_logging
+    from gateway.server import serve_until_stopped
+
+    configure_logging(settings.log_level)
+    _install_uvloop()
+    app = create_app(settings)
+    app.on_startup.append(settle_garbage_collector)
+    log_starting(settings)
+    try:
+        asyncio.run(serve_until_stopped(app, host=settings.host, port=settings.port, reuse_port=reuse_port,
+                                        backlog=4096))  # the default 128 drops SYNs when hundreds connect at once
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
 
 
 async def settle_garbage_collector(app: web.Application) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.models_catalog import ModelsCatalog
 from gateway.outcome import CooldownPolicy
 from gateway.proxy import Proxy
+from gateway.readiness import Readiness
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
 from gateway.upstream import UpstreamClient
@@ -54,7 +55,7 @@ def create_app(
     return app
 
 
-def _azure_credentials_ctx(credential: Any):
+def _azure_credentials_ctx(credential: Any) -> Callable[[web.Application], AsyncIterator[None]]:
     async def azure_credentials(app: web.Application) -> AsyncIterator[None]:
         settings = app[keys.SETTINGS]
         needs_entra = any(b.kind is BackendKind.AZURE and not b.api_key for b in settings.backends)
@@ -81,6 +82,9 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.UPSTREAM] = upstream
     app[keys.MODELS_CATALOG] = ModelsCatalog(app[keys.BALANCER], upstream)
+    app[keys.READINESS] = Readiness(
+        app[keys.BALANCER], upstream, interval=settings.health_interval, now=app[keys.CLOCK].monotonic
+    )
     app[keys.PROXY] = Proxy(
         balancer=app[keys.BALANCER],
         upstream=upstream,

@@ -35,7 +35,7 @@ Refusal = AllBackendsThrottled | NoBackendAvailable | ModelNotFound
 class Lease:
     """One attempt's hold on a backend: who it is, why others were passed over, and how affinity went."""
 
-    __slots__ = ("backend", "skipped", "affinity", "_balancer", "_released")
+    __slots__ = ("_balancer", "_released", "affinity", "backend", "skipped")
 
     def __init__(
         self, balancer: Balancer, backend: BackendState, skipped: dict[str, str] | None, affinity: str | None
@@ -247,10 +247,6 @@ class Balancer:
     def wake_all(self) -> None:
         """A backend became usable again (health restored): let every waiter look again."""
         self.queue.wake_all()
-
-    def any_ready(self) -> bool:
-        now = self.now()
-        return any(s.condition(now) is BackendCondition.HEALTHY for s in self.states)
 
     @property
     def queued(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import random
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -29,6 +30,16 @@ def _presented_key(request: web.Request) -> str | None:
         if scheme.lower() == "bearer" and token:
             return token.strip()
     return request.headers.get("api-key")
+
+
+# A client's own request id is echoed, logged and forwarded upstream: only a short one of plain characters
+# (UUIDs, ULIDs, OpenTelemetry-style ids), so it can neither bloat every line nor smuggle anything into a header
+# or a log. Anything else is replaced by one of ours.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _is_acceptable_request_id(value: str) -> bool:
+    return _REQUEST_ID.fullmatch(value) is not None
 
 
 def key_is_valid(presented: str | None, accepted: tuple[bytes, ...]) -> bool:
@@ -57,7 +68,7 @@ class Guard:
     def new_request_id(self) -> str:
         # 32 hex digits: a valid UUID (llama-cpp-python's server answers any other X-Request-ID with an
         # empty 400).
-        return "%s%016x" % (self._id_prefix, next(self._id_counter))
+        return "%s%016x" % (self._id_prefix, next(self._id_counter))  # noqa: UP031 (twice as fast as f"{:016x}")
 
     def __call__(self, handler: Handler, *, public: bool = False) -> Handler:
         """``public``: no key needed (probes and scrapes, so orchestrators and Prometheus need none)."""
@@ -65,7 +76,9 @@ class Guard:
         log = self._log
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            request_id = request.headers.get("x-request-id") or self.new_request_id()
+            request_id = request.headers.get("x-request-id")
+            if request_id is None or not _is_acceptable_request_id(request_id):
+                request_id = self.new_request_id()
             request[keys.REQUEST_ID] = request_id
             try:
                 if accepted and not key_is_valid(_presented_key(request), accepted):
@@ -77,8 +90,8 @@ class Guard:
                 response = error_response(error)
                 log.info("request", request_id=request_id, method=request.method, path=request.path,
                          status=error.status, error=error.code)
-            except web.HTTPRequestEntityTooLarge as exc:
-                response = error_response(PayloadTooLarge.over(exc.max_size))
+            except web.HTTPRequestEntityTooLarge:
+                response = error_response(PayloadTooLarge.over(request.client_max_size))
             except web.HTTPException as exc:
                 if exc.status < 400:
                     raise

@@ -10,6 +10,7 @@ from gateway.clock import Clock
 from gateway.metrics import GatewayMetrics
 from gateway.models_catalog import ModelsCatalog
 from gateway.proxy import Proxy
+from gateway.readiness import Readiness
 from gateway.settings import GatewaySettings
 from gateway.upstream import UpstreamClient
 
@@ -21,5 +22,6 @@ AZURE_TOKEN: web.AppKey[EntraTokenProvider | None] = web.AppKey("azure_token")
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
 PROXY = web.AppKey("proxy", Proxy)
 MODELS_CATALOG = web.AppKey("models_catalog", ModelsCatalog)
+READINESS = web.AppKey("readiness", Readiness)
 
 REQUEST_ID = web.RequestKey("request_id", str)

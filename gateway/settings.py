@@ -66,7 +66,7 @@ class BackendConfig(BaseModel):
     def _url_is_http(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"must be an http(s) URL, got {url!r}")
+            raise ValueError(f"must be an http(s) URL, got {without_userinfo(url)!r}")
         return url.rstrip("/")
 
     @model_validator(mode="after")
@@ -77,7 +77,8 @@ class BackendConfig(BaseModel):
 
     @cached_property
     def host(self) -> str:
-        return urlsplit(self.url).netloc
+        """Host and port, for logs: never the URL's ``user:password@``."""
+        return _host_port(urlsplit(self.url).netloc)
 
     @property
     def chat_completions_url(self) -> str:
@@ -95,16 +96,29 @@ class BackendConfig(BaseModel):
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
 
+def _host_port(netloc: str) -> str:
+    return netloc.rpartition("@")[2]
+
+
+def without_userinfo(url: str) -> str:
+    """``http://user:secret@h:1/v1`` → ``http://h:1/v1``: what may be shown of a URL (logs, errors, /readyz)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=_host_port(parts.netloc)).geturl()
+
+
 def _backends_from_text(raw: str) -> list[Any]:
     """Accept a JSON array of backend objects, or a plain comma-separated list of URLs."""
     raw = raw.strip()
     if not raw:
         return []
     if raw.startswith("["):
-        return json.loads(raw)  # a JSONDecodeError becomes a validation error naming the field
+        parsed: list[Any] = json.loads(raw)  # a JSONDecodeError becomes a validation error naming the field
+        return parsed
     backends = []
     for url in filter(None, (part.strip() for part in raw.split(","))):
-        host = urlsplit(url).netloc or url
+        host = _host_port(urlsplit(url).netloc) or without_userinfo(url)
         backends.append({"name": host.replace("[", "").replace("]", ""), "url": url})
     return backends
 

@@ -29,10 +29,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    balancer = request.app[keys.BALANCER]
-    now = balancer.now()
-    backends = {state.name: state.condition(now).value for state in balancer.states}
-    ready = balancer.any_ready()
+    ready, backends = await request.app[keys.READINESS].report()
     body = orjson.dumps({"status": "ready" if ready else "unavailable", "backends": backends})
     return web.Response(status=200 if ready else 503, body=body, content_type="application/json")
 
@@ -56,4 +53,4 @@ async def no_route(request: web.Request) -> web.Response:
     raise web.HTTPNotFound()
 
 
-__all__ = ["chat_completions", "list_models", "healthz", "readyz", "metrics", "no_route"]
+__all__ = ["chat_completions", "healthz", "list_models", "metrics", "no_route", "readyz"]

@@ -8,10 +8,14 @@ from typing import Any
 
 import openai
 import pytest
+from aiohttp import web
 
 from backends.fake import FakeUpstream
+from gateway import keys
 from gateway.app import create_app
+from gateway.balancer import Balancer
 from gateway.clock import ManualClock
+from gateway.server import GatewayRunner
 from gateway.settings import GatewaySettings
 
 
@@ -34,10 +38,14 @@ def clock() -> ManualClock:
 
 
 class Gateway:
-    def __init__(self, server: Any, app: Any) -> None:
-        self.server = server
+    def __init__(self, runner: GatewayRunner, app: web.Application) -> None:
+        self.runner = runner
         self.app = app
-        self.url = str(server.make_url("")).rstrip("/")
+        host, port = runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
 
     def client(self, **kwargs: Any) -> openai.AsyncOpenAI:
         kwargs.setdefault("api_key", "unused")
@@ -51,15 +59,15 @@ class Gateway:
         return openai.AsyncAzureOpenAI(azure_endpoint=self.url, **kwargs)
 
     @property
-    def balancer(self) -> Any:
-        from gateway import keys
-
+    def balancer(self) -> Balancer:
         return self.app[keys.BALANCER]
 
 
 @pytest.fixture
-def gateway(aiohttp_server: Any, clock: ManualClock) -> Callable[..., Any]:
-    """``await gateway([up_a, up_b], max_attempts=3)`` → a running gateway in front of those upstreams."""
+async def gateway(clock: ManualClock) -> AsyncIterator[Callable[..., Any]]:
+    """``await gateway([up_a, up_b], max_attempts=3)`` → a running gateway in front of those upstreams, served
+    as ``python -m gateway`` serves it (GatewayRunner; a client that disconnects cancels its handler)."""
+    started: list[Gateway] = []
 
     async def start(backends: list[FakeUpstream | dict[str, Any]], **settings: Any) -> Gateway:
         configs = [
@@ -68,10 +76,15 @@ def gateway(aiohttp_server: Any, clock: ManualClock) -> Callable[..., Any]:
         credential = settings.pop("azure_credential", None)
         app_clock = settings.pop("clock", clock)
         app = create_app(GatewaySettings(backends=configs, **settings), clock=app_clock, azure_credential=credential)
-        server = await aiohttp_server(app)
-        return Gateway(server, app)
+        runner = GatewayRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        started.append(Gateway(runner, app))
+        return started[-1]
 
-    return start
+    yield start
+    for gw in started:
+        await gw.close()
 
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "Hello"}]}

@@ -100,7 +100,7 @@ async def test_azure_backend_with_entra_id_token_cached_and_refreshed(upstreams,
         await client.chat.completions.create(**CHAT)
     assert credential.calls == 2
     assert az.chat_requests[-1].headers["authorization"] == "Bearer entra-token-2"
-    await gw.server.close()
+    await gw.close()
     assert credential.closed
 
 

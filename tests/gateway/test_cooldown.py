@@ -1,5 +1,5 @@
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 
 import pytest
 
@@ -24,9 +24,9 @@ def test_unreadable_durations(text):
 
 def test_retry_after_seconds_and_http_date():
     assert parse_retry_after("12", NOW) == 12.0
-    date = format_datetime(datetime.fromtimestamp(NOW + 30, tz=timezone.utc), usegmt=True)
+    date = format_datetime(datetime.fromtimestamp(NOW + 30, tz=UTC), usegmt=True)
     assert parse_retry_after(date, NOW) == pytest.approx(30.0)
-    past = format_datetime(datetime.fromtimestamp(NOW - 30, tz=timezone.utc), usegmt=True)
+    past = format_datetime(datetime.fromtimestamp(NOW - 30, tz=UTC), usegmt=True)
     assert parse_retry_after(past, NOW) == 0.0
     assert parse_retry_after("tomorrow-ish", NOW) is None
 
@@ -42,3 +42,13 @@ def test_falls_back_through_the_header_forms():
     assert cooldown_from_headers({"x-ratelimit-reset-tokens": "20ms"}, NOW) == pytest.approx(0.02)
     assert cooldown_from_headers({}, NOW) is None
     assert cooldown_from_headers({"retry-after": "nonsense"}, NOW) is None
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e999", "soon", "", "1s2"])
+def test_a_value_that_is_not_a_finite_time_names_no_time(value):
+    for header in ("retry-after-ms", "retry-after", "x-ratelimit-reset-requests"):
+        assert cooldown_from_headers({header: value}, NOW) is None, header
+
+
+def test_an_unreadable_retry_after_ms_falls_back_to_the_other_headers():
+    assert cooldown_from_headers({"retry-after-ms": "nan", "retry-after": "4"}, NOW) == 4.0

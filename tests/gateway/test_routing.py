@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import openai
 import pytest
 
-from backends.fake import Reply, throttled, throttled_date, throttled_ms, throttled_ratelimit_reset, unavailable
+from backends.fake import (
+    Reply,
+    throttled,
+    throttled_date,
+    throttled_ms,
+    throttled_ratelimit_reset,
+    unavailable,
+)
 from gateway.clock import SystemClock
 from tests.gateway.conftest import chat
 
@@ -114,7 +122,7 @@ async def test_cooldown_follows_every_header_form(upstreams, gateway, clock, rep
 
 
 async def test_cooldown_from_an_http_date(upstreams, gateway, clock):
-    when = datetime.fromtimestamp(clock.wall(), tz=timezone.utc) + timedelta(seconds=42)
+    when = datetime.fromtimestamp(clock.wall(), tz=UTC) + timedelta(seconds=42)
     a = await upstreams(name="a", script=[throttled_date(when)])
     b = await upstreams(name="b")
     gw = await gateway([a, b])
@@ -239,10 +247,9 @@ async def test_all_ejected_is_503_and_readyz_says_so(upstreams, gateway):
         with pytest.raises(openai.InternalServerError) as second:
             await chat(client)
         assert second.value.status_code == 503
-    async with gw.server.app and __import__("aiohttp").ClientSession() as http:  # noqa: SIM117
-        async with http.get(gw.url + "/readyz") as response:
-            assert response.status == 503
-            assert (await response.json())["backends"] == {"a": "ejected"}
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/readyz") as response:
+        assert response.status == 503
+        assert (await response.json())["backends"] == {"a": "ejected"}
 
 
 async def test_max_concurrency_queues_then_serves(upstreams, gateway):
