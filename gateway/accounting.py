@@ -68,7 +68,7 @@ class Accounting:
         if usage is None:
             series.answered(0, 0)
         else:
-            series.answered(usage.prompt_tokens, usage.completion_tokens)
+            series.answered(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
         if self._telemetry is not None:
             self._telemetry.attempt_ended(
                 record.span, backend, record.model, record.attempts, sent, "ok", status,
@@ -141,6 +141,10 @@ class Accounting:
         if record.usage is not None:
             fields["prompt_tokens"] = record.usage.prompt_tokens
             fields["completion_tokens"] = record.usage.completion_tokens
+            reuse = record.usage.prompt_reuse
+            if reuse is not None:  # how much of the prompt the backend's cache held: affinity, measured
+                fields["cached_tokens"] = record.usage.cached_tokens
+                fields["prompt_reuse"] = round(reuse, 3)
         if record.affinity is not None:
             fields["affinity"] = record.affinity
             self._metrics.affinity_result(record.affinity)
@@ -151,7 +155,7 @@ class Accounting:
         if record.attempts > 1 or status >= 400:
             fields["tried"] = sorted(record.tried)
         self._write_request_line(fields)
-        if record.span is not None:
-            self._telemetry.request_finished(  # type: ignore[union-attr]
+        if self._telemetry is not None and record.span is not None:
+            self._telemetry.request_finished(
                 record.span, status, record.backend, record.attempts, record.model, record.usage
             )

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gateway.llama_server import ReportedLoad
 from gateway.outcome import BreakerEffect, Verdict
 from gateway.settings import BackendConfig
 
@@ -43,9 +44,22 @@ class BreakerPolicy:
 
 class BackendState:
     __slots__ = (
-        "config", "name", "priority", "weight", "max_concurrency", "in_flight", "cooldown_until",
-        "consecutive_failures", "ejections", "ejected_until", "probe_in_flight", "recovering", "reachable",
+        "config",
+        "consecutive_failures",
+        "cooldown_until",
+        "ejected_until",
+        "ejections",
+        "foreign_load",
         "health_detail",
+        "in_flight",
+        "max_concurrency",
+        "name",
+        "priority",
+        "probe_in_flight",
+        "reachable",
+        "recovering",
+        "reported_load",
+        "weight",
     )
 
     def __init__(self, config: BackendConfig) -> None:
@@ -63,6 +77,10 @@ class BackendState:
         self.recovering = False  # throttled since its last success: the next request is a probe
         self.reachable = True
         self.health_detail = ""
+        # What a llama-server backend last said of its own load (gateway/health.py), and how much of it is
+        # not ours: requests of other clients (another gateway replica), which the balancer counts as load.
+        self.reported_load: ReportedLoad | None = None
+        self.foreign_load = 0
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -159,10 +177,15 @@ class BackendState:
         self.probe_in_flight = False
         if was_probe or self.consecutive_failures >= policy.eject_after_failures:
             self.ejections += 1
-            period = min(policy.eject_base * 2 ** (self.ejections - 1), policy.eject_max)
+            period = min(policy.eject_base * 2.0 ** (self.ejections - 1), policy.eject_max)
             self.ejected_until = now + period
             return period
         return None
+
+    def record_reported_load(self, load: ReportedLoad | None) -> None:
+        """The backend's own count of requests processing and waiting, minus ours at the moment it answered."""
+        self.reported_load = load
+        self.foreign_load = 0 if load is None else max(0, load.processing + load.deferred - self.in_flight)
 
     def record_health(self, reachable: bool, detail: str = "") -> bool:
         """Store an active health-check result; returns True when it changed."""

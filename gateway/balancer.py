@@ -35,7 +35,7 @@ Refusal = AllBackendsThrottled | NoBackendAvailable | ModelNotFound
 class Lease:
     """One attempt's hold on a backend: who it is, why others were passed over, and how affinity went."""
 
-    __slots__ = ("backend", "skipped", "affinity", "_balancer", "_released")
+    __slots__ = ("_balancer", "_released", "affinity", "backend", "skipped")
 
     def __init__(
         self, balancer: Balancer, backend: BackendState, skipped: dict[str, str] | None, affinity: str | None
@@ -180,8 +180,9 @@ class Balancer:
         return self._policy.select(tier, self.load)
 
     def load(self, state: BackendState) -> float:
-        """Outstanding work per unit of weight: requests in flight plus those queued for this backend only."""
-        return (state.in_flight + self.queue.pinned_to(state.name)) / state.weight
+        """Outstanding work per unit of weight: requests in flight plus those queued for this backend only, plus
+        other clients' requests a llama-server backend reported (``foreign_load``, 0 for other kinds)."""
+        return (state.in_flight + self.queue.pinned_to(state.name) + state.foreign_load) / state.weight
 
     def _worth_waiting_for(self, preferred: str, candidates: Sequence[BackendState]) -> BackendState | None:
         """The pinned backend, if it is merely busy and no busier than the least busy other candidate.

@@ -6,6 +6,11 @@ loading or down gets no traffic; when it answers again it is used again, with no
 
 A probe that times out while the backend is serving requests means "busy", not "down": llama-cpp-python
 answers one request at a time, and we must not eject a backend for being at work.
+
+A backend of kind ``llama-server`` is asked more (gateway/llama_server.py): once ready, its capacity from
+``/props`` (``total_slots``, read again whenever it comes back: a restarted server may have other slots) unless
+``max_concurrency`` is set by hand, and at every check its load from ``/metrics`` (or ``/slots`` when metrics
+are off), which counts other clients' requests too.
 """
 
 from __future__ import annotations
@@ -18,13 +23,22 @@ from aiohttp import web
 from gateway import keys
 from gateway.backend_state import BackendState
 from gateway.balancer import Balancer
+from gateway.llama_server import (
+    METRICS_PATH,
+    PROPS_PATH,
+    SLOTS_PATH,
+    ReportedLoad,
+    load_from_metrics,
+    load_from_slots,
+    total_slots,
+)
 from gateway.logs import get_logger
 from gateway.settings import BackendKind
 from gateway.upstream import UpstreamClient
 
 
 def _server_root(url: str) -> str:
-    return url[: -len("/v1")] if url.endswith("/v1") else url
+    return url.removesuffix("/v1")
 
 
 class HealthChecker:
@@ -34,9 +48,12 @@ class HealthChecker:
         self._interval = interval
         self._log = get_logger()
         self._use_models_endpoint: set[str] = set()
-        self.watched = [s for s in balancer.states if s.config.kind is BackendKind.LLAMACPP]
+        self._use_slots_endpoint: set[str] = set()
+        self.watched = [s for s in balancer.states if s.config.kind.is_llama_cpp]
 
     async def check(self, state: BackendState) -> tuple[bool, str]:
+        if state.config.kind is BackendKind.LLAMA_SERVER:
+            return await self._check_llama_server(state)
         if state.name not in self._use_models_endpoint:
             status, body = await self._upstream.probe(_server_root(state.config.url) + "/health")
             if status == 404:
@@ -45,6 +62,35 @@ class HealthChecker:
                 return self._verdict(state, status, body)
         status, body = await self._upstream.probe(state.config.url + "/models")
         return self._verdict(state, status, body)
+
+    async def _check_llama_server(self, state: BackendState) -> tuple[bool, str]:
+        root = _server_root(state.config.url)
+        status, body = await self._upstream.probe(root + "/health")
+        ready, detail = self._verdict(state, status, body)
+        if not ready:
+            return ready, detail
+        if state.config.max_concurrency is None and (state.max_concurrency is None or not state.reachable):
+            status, body = await self._upstream.probe(root + PROPS_PATH)
+            slots = total_slots(body) if status == 200 else None
+            if slots is None:
+                return False, f"no total_slots in {PROPS_PATH} (HTTP {status})"
+            if slots != state.max_concurrency:
+                self._log.info("backend_capacity", backend=state.name, total_slots=slots)
+                state.max_concurrency = slots
+                self._balancer.wake_all()  # more slots than before: queued requests may go now
+        state.record_reported_load(await self._reported_load(state, root))
+        return True, ""
+
+    async def _reported_load(self, state: BackendState, root: str) -> ReportedLoad | None:
+        """Its own count of requests processing and waiting; None when it says nothing usable."""
+        if state.name not in self._use_slots_endpoint:
+            status, body = await self._upstream.probe(root + METRICS_PATH)
+            if status == 200:
+                return load_from_metrics(body)
+            if status is not None:  # started without --metrics (501) or an older server (404)
+                self._use_slots_endpoint.add(state.name)
+        status, body = await self._upstream.probe(root + SLOTS_PATH)
+        return load_from_slots(body) if status == 200 else None
 
     @staticmethod
     def _verdict(state: BackendState, status: int | None, body: bytes) -> tuple[bool, str]:
@@ -74,7 +120,7 @@ class HealthChecker:
             await asyncio.sleep(self._interval)
             try:
                 await self.check_all()
-            except Exception:  # a bug here must not stop health checking for good
+            except Exception:  # noqa: BLE001 (a bug here must not stop health checking for good)
                 self._log.exception("health_check_failed")
 
 

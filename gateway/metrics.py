@@ -23,7 +23,7 @@ from gateway.backend_state import BackendCondition
 from gateway.balancer import Balancer
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-_BUCKET_LABELS = [floatToGoString(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
+_BUCKET_LABELS = [floatToGoString(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
 
 
 class Count:
@@ -61,7 +61,8 @@ class Timings:
 class BackendSeries:
     """Everything counted for one backend."""
 
-    __slots__ = ("duration", "ttfb", "prompt_tokens", "completion_tokens", "retries", "attempts", "requests")
+    __slots__ = ("attempts", "cache_reported_prompt_tokens", "cached_tokens", "completion_tokens", "duration",
+                 "prompt_tokens", "requests", "retries", "ttfb")
 
     def __init__(self) -> None:
         self.duration = Timings()
@@ -71,15 +72,22 @@ class BackendSeries:
         self.retries = Count()
         self.attempts: dict[str, int] = {}
         self.requests: dict[int, int] = {}
+        # Prompt tokens the backend found in its cache, and the prompt tokens of the answers that said so
+        # (llama-server always does; others may not): their ratio is the prompt-token reuse.
+        self.cached_tokens = Count()
+        self.cache_reported_prompt_tokens = Count()
 
     def attempt(self, outcome: str) -> None:
         self.attempts[outcome] = self.attempts.get(outcome, 0) + 1
 
-    def answered(self, prompt_tokens: int, completion_tokens: int) -> None:
+    def answered(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> None:
         """An attempt that succeeded, with the tokens its backend reported (0, 0 when it reported none)."""
         self.attempts["ok"] = self.attempts.get("ok", 0) + 1
         self.prompt_tokens.value += prompt_tokens
         self.completion_tokens.value += completion_tokens
+        if cached_tokens is not None:
+            self.cached_tokens.value += cached_tokens
+            self.cache_reported_prompt_tokens.value += prompt_tokens
 
     def request(self, status: int, seconds: float) -> None:
         """A client request is over: its final status and how long it took."""
@@ -129,6 +137,11 @@ class GatewayMetrics:
         tokens = CounterMetricFamily(
             "gateway_tokens", "Tokens reported by upstreams in usage", labels=["backend", "type"]
         )
+        reuse = GaugeMetricFamily(
+            "gateway_prompt_reuse_ratio",
+            "Share of prompt tokens the backend found in its cache (llama-server's cache_n), since start",
+            labels=["backend"],
+        )
         for backend, series in self._series.items():
             for status, count in series.requests.items():
                 requests.add_metric([backend, str(status)], count)
@@ -139,13 +152,16 @@ class GatewayMetrics:
             ttfb.add_metric([backend], series.ttfb.cumulative(), series.ttfb.total)
             tokens.add_metric([backend, "prompt"], series.prompt_tokens.value)
             tokens.add_metric([backend, "completion"], series.completion_tokens.value)
+            if series.cache_reported_prompt_tokens.value:
+                tokens.add_metric([backend, "cached"], series.cached_tokens.value)
+                reuse.add_metric([backend], series.cached_tokens.value / series.cache_reported_prompt_tokens.value)
         affinity = CounterMetricFamily(
             "gateway_affinity", "Affinity-routed requests: new conversation, hit (served where pinned) or moved",
             labels=["result"],
         )
         for result, count in self.affinity.items():
             affinity.add_metric([result], count)
-        yield from (requests, attempts, retries, duration, ttfb, tokens, affinity)
+        yield from (requests, attempts, retries, duration, ttfb, tokens, reuse, affinity)
 
 
 class _GatewayCollector(Collector):
@@ -153,7 +169,7 @@ class _GatewayCollector(Collector):
         self._metrics = metrics
         self._balancer = balancer
 
-    def describe(self) -> list:
+    def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
@@ -163,12 +179,27 @@ class _GatewayCollector(Collector):
         state = GaugeMetricFamily(
             "gateway_backend_state", "1 for the state each backend is in now", labels=["backend", "state"]
         )
+        capacity = GaugeMetricFamily(
+            "gateway_backend_capacity", "Requests a backend serves at once (max_concurrency, or llama-server's "
+            "/props total_slots)", labels=["backend"],
+        )
+        reported = GaugeMetricFamily(
+            "gateway_backend_reported_requests", "A llama-server backend's own count of its requests at the last "
+            "health check (all clients')", labels=["backend", "state"],
+        )
         for backend in self._balancer.states:
             in_flight.add_metric([backend.name], backend.in_flight)
             current = backend.condition(now)
             for condition in BackendCondition:
                 state.add_metric([backend.name, condition.value], 1.0 if condition is current else 0.0)
+            if backend.max_concurrency is not None:
+                capacity.add_metric([backend.name], backend.max_concurrency)
+            if backend.reported_load is not None:
+                reported.add_metric([backend.name, "processing"], backend.reported_load.processing)
+                reported.add_metric([backend.name, "deferred"], backend.reported_load.deferred)
         yield in_flight
         yield state
+        yield capacity
+        yield reported
         yield GaugeMetricFamily("gateway_queue_depth", "Requests waiting for a free backend slot",
                                 value=self._balancer.queued)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from gateway.backend_state import BackendState
-from gateway.settings import RoutingStrategy
+from gateway.settings import BackendKind, RoutingStrategy
 
 Load = Callable[[BackendState], float]
 
@@ -69,7 +69,9 @@ def policy_for(routing: RoutingStrategy, states: Sequence[BackendState]) -> Poli
     """``auto``: least outstanding when every backend has a known capacity (``max_concurrency``), since a CPU
     llama.cpp server serves one request at a time; otherwise (smooth weighted) round robin."""
     if routing is RoutingStrategy.LEAST_OUTSTANDING or (
-        routing is RoutingStrategy.AUTO and all(s.max_concurrency is not None for s in states)
+        routing is RoutingStrategy.AUTO
+        # (a llama-server backend's capacity is its /props total_slots, read by the health checks)
+        and all(s.max_concurrency is not None or s.config.kind is BackendKind.LLAMA_SERVER for s in states)
     ):
         return LeastOutstanding()
     if len({s.weight for s in states}) <= 1:

@@ -178,8 +178,9 @@ class Proxy:
         except UpstreamError as error:
             if self._failed(lease, record, error, sent):
                 raise _Retry from None
-            assert isinstance(error, UpstreamStatusError)
-            # The client's own mistake (400, 401, 404...): the backend is fine, the answer goes back as written.
+            # Not retryable: the client's own mistake (400, 401, 404...), an UpstreamStatusError. The backend is
+            # fine, and the answer goes back as written.
+            assert isinstance(error, UpstreamStatusError) and error.status is not None
             record.backend = backend.name
             headers = self._headers(error.headers, lease, record)
             return web.Response(status=error.status, body=error.body, headers=headers)

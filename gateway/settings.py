@@ -27,7 +27,15 @@ from pydantic_settings import (
 class BackendKind(StrEnum):
     OPENAI = "openai"
     LLAMACPP = "llamacpp"
+    # llama.cpp's own server: capacity (/props total_slots), readiness (/health) and load (/metrics) are read
+    # from it, and its answers say how much of each prompt its cache held (gateway/llama_server.py).
+    LLAMA_SERVER = "llama-server"
     AZURE = "azure"
+
+    @property
+    def is_llama_cpp(self) -> bool:
+        """Either llama.cpp server: health-checked, and worth conversation affinity (its KV cache)."""
+        return self in (BackendKind.LLAMACPP, BackendKind.LLAMA_SERVER)
 
 
 class RoutingStrategy(StrEnum):
@@ -106,7 +114,8 @@ def _backends_from_text(raw: str) -> list[Any]:
     if not raw:
         return []
     if raw.startswith("["):
-        return json.loads(raw)  # a JSONDecodeError becomes a validation error naming the field
+        parsed: list[Any] = json.loads(raw)  # a JSONDecodeError becomes a validation error naming the field
+        return parsed
     backends = []
     for url in filter(None, (part.strip() for part in raw.split(","))):
         host = _host_port(urlsplit(url).netloc) or without_userinfo(url)
@@ -159,7 +168,7 @@ class GatewaySettings(BaseSettings):
     @property
     def affinity_enabled(self) -> bool:
         if self.affinity == "auto":
-            return any(backend.kind is BackendKind.LLAMACPP for backend in self.backends)
+            return any(backend.kind.is_llama_cpp for backend in self.backends)
         return self.affinity == "on"
 
     @field_validator("backends", mode="before")

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Creates .venv and installs everything the stack and the tests need, idempotently.
 #
-# Re-running is quick: a stamp of the dependency files skips pip when nothing changed, and pip's
-# wheel cache keeps the llama-cpp-python build (the only slow step: llama.cpp is compiled from
-# source, about 8 minutes on 2 cores the first time).
+# Re-running is quick: a stamp of the dependency files skips pip when nothing changed, and the llama.cpp
+# build (the only slow step: compiled from source, about 8 minutes on 2 cores the first time) is kept in
+# ~/.cache/llm-gateway/llama.cpp, keyed by version and compiler flags (scripts/build_llamacpp.sh).
 #
 #   scripts/bootstrap.sh            # Python environment, llama.cpp backend, embedded model
-#   scripts/bootstrap.sh --test     # ... and the test tools from Debian: chromium (browser test), wrk (bench smoke test)
+#   scripts/bootstrap.sh --test     # ... and the test tools from Debian: chromium (browser test), wrk (bench
+#                                   #     smoke test), redis-server (shared-state tests)
 #   scripts/bootstrap.sh --bench    # ... and wrk, and the peers the benchmark compares against
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,24 +35,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   $PIP install -q --upgrade pip wheel setuptools
 fi
 
-# llama-cpp-python compiles llama.cpp; show the compiler's [n/N] steps so a person sees progress.
-if ! "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
-  step "installing llama-cpp-python[server] (first time: compiles llama.cpp, ~8 min on 2 cores)"
-  log=$(mktemp)
-  set +e
-  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) $PIP install -v 'llama-cpp-python[server]>=0.3' 2>&1 \
-    | tee "$log" \
-    | grep --line-buffered -oE '^\s*\[[0-9]+/[0-9]+\]|Successfully installed.*|Using cached llama_cpp.*|ERROR.*' \
-    | while read -r line; do printf '\r    %s   ' "$line"; done
-  status=${PIPESTATUS[0]}
-  set -e
-  echo
-  if [ "$status" -ne 0 ]; then
-    echo "llama-cpp-python failed to install; the last lines of its log ($log):" >&2
-    tail -30 "$log" >&2
-    exit "$status"
-  fi
-fi
+# llama.cpp, compiled once and portably (scripts/build_llamacpp.sh: llama-server and the libraries of
+# llama-cpp-python, from the pinned llama-cpp-python sdist, cached by version and flags). It runs before the
+# editable install, so the pinned llama-cpp-python is already there and pip never compiles it again.
+llama_build=$(scripts/build_llamacpp.sh "$VENV" | tail -1)
+ln -sfn "$llama_build/bin/llama-server" "$VENV/bin/llama-server"
 
 stamp="$VENV/.bootstrap-stamp"
 want=$(cat pyproject.toml chat-client/pyproject.toml scripts/bootstrap.sh 2>/dev/null | sha256sum | cut -d' ' -f1)
@@ -69,11 +57,22 @@ else
   step "Python environment up to date ($VENV)"
 fi
 
+# Prove the build on this CPU: one token from llama-cpp-python and one from llama-server, each in a process
+# of its own, so that a build this CPU cannot run stops here with a clear message. Once per build and CPU.
+proved="$VENV/.llamacpp-proved"
+proof_key=$(printf '%s\n' "$llama_build" "$(grep -m1 '^flags' /proc/cpuinfo)" | sha256sum | cut -c1-16)
+if [ "$(cat "$proved" 2>/dev/null)" != "$proof_key" ]; then
+  step "proving the llama.cpp build on this CPU (one token each: llama-cpp-python, llama-server)"
+  "$VENV/bin/python" -m scripts.prove_llamacpp
+  echo "$proof_key" > "$proved"
+fi
+
 # Tools from Debian's packages, installed when missing (we are root on these machines; otherwise say how).
 debian_tools=()
 if [ "$want_test_tools" = 1 ]; then
   command -v chromium >/dev/null || debian_tools+=(chromium chromium-driver)
   command -v wrk >/dev/null || debian_tools+=(wrk)
+  command -v redis-server >/dev/null || debian_tools+=(redis-server)  # tests start their own, on a free port
 fi
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || debian_tools+=(wrk)

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.llamacpp.llama_server import DEFAULT_PARALLEL
 from backends.llamacpp.model import DEFAULT_MODEL_FILE, served_name
 from scripts.supervisor import Child, Console
 
@@ -31,6 +32,8 @@ class Service:
     # Whether the stack is pointless without it. A backend is not: the gateway routes around a dead one,
     # which is worth watching happen (kill -9 one and keep chatting).
     essential: bool = True
+    # A backend's entry in the gateway's GATEWAY_BACKENDS (None: not a backend).
+    gateway_entry: dict[str, object] | None = None
 
     @property
     def base_url(self) -> str:
@@ -45,6 +48,7 @@ class Service:
 
 
 def llama_backend(name: str, *, host: str, port: int, threads: int) -> Service:
+    """llama-cpp-python's server: one request at a time (max_concurrency 1 in the gateway)."""
     return Service(
         name=name,
         argv=[sys.executable, "-m", "backends.llamacpp", "--host", host, "--port", str(port),
@@ -54,15 +58,28 @@ def llama_backend(name: str, *, host: str, port: int, threads: int) -> Service:
         ready_path="/v1/models",
         timeout=BACKEND_START_TIMEOUT,
         essential=False,
+        gateway_entry={"name": name, "url": f"http://{host}:{port}/v1", "kind": "llamacpp", "max_concurrency": 1},
+    )
+
+
+def llama_server(name: str, *, host: str, port: int, threads: int, parallel: int = DEFAULT_PARALLEL) -> Service:
+    """llama.cpp's own server: `parallel` slots; the gateway reads its capacity from /props."""
+    return Service(
+        name=name,
+        argv=[sys.executable, "-m", "backends.llamacpp.llama_server", "--host", host, "--port", str(port),
+              "--threads", str(threads), "--parallel", str(parallel)],
+        host=host,
+        port=port,
+        ready_path="/health",  # 503 while it loads the model, 200 once it serves
+        timeout=BACKEND_START_TIMEOUT,
+        essential=False,
+        gateway_entry={"name": name, "url": f"http://{host}:{port}/v1", "kind": "llama-server"},
     )
 
 
 def gateway(*, host: str, port: int, backends: list[Service]) -> Service:
-    """The gateway in front of llama.cpp backends that each serve one request at a time."""
-    config = [
-        {"name": b.name, "url": f"{b.base_url}/v1", "kind": "llamacpp", "max_concurrency": 1}
-        for b in backends
-    ]
+    """The gateway in front of llama.cpp backends."""
+    config = [b.gateway_entry for b in backends if b.gateway_entry is not None]
     return Service(
         name="gateway",
         argv=[sys.executable, "-m", "gateway"],

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokens", type=_non_negative(int), help="length of the reply in tokens")
     parser.add_argument("--tpm", type=_positive, help="tokens-per-minute budget (Azure-like 429s)")
     parser.add_argument("--health", type=_status, default=200, help="status of GET /health (503: loading)")
+    parser.add_argument("--llama-server", action="store_true",
+                        help="pose as llama.cpp's llama-server: /props, /slots, /metrics, timings")
+    parser.add_argument("--total-slots", type=_positive, default=1, help="llama-server's --parallel")
     parser.add_argument("--keep-requests", type=_non_negative(int), default=1000,
                         help="recorded requests kept in memory (counters are kept regardless)")
     parser.add_argument("--access-log", action="store_true", help="log every request (slower)")
@@ -88,6 +91,8 @@ def upstream_from_args(args: argparse.Namespace) -> FakeUpstream:
         tpm_budget=args.tpm,
         health_status=args.health,
         keep_requests=args.keep_requests,
+        llama_server=args.llama_server,
+        total_slots=args.total_slots,
     )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from .errors import error_for_status
 from .keys import RECORD, RENDERER, UPSTREAM
+from .llama_server import prompt_text, timings
 from .recording import RecordedRequest
 from .responses import authorized, error_response, invalid_api_key
 from .script import Reply, token_budget_exceeded
@@ -74,19 +75,35 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     renderer = request.app[RENDERER]
     completion_id, created = renderer.next_id(), int(time.time())
     model = body["model"] if isinstance(body.get("model"), str) else upstream.model
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
-             "total_tokens": prompt_tokens + len(tokens)}
+    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
+                             "total_tokens": prompt_tokens + len(tokens)}
+    llama_fields = _llama_server_fields(upstream, messages, prompt_tokens, tokens, usage)
     if record.stream:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         events = stream_events(completion_id=completion_id, created=created, model=model, tokens=tokens,
-                               finish_reason=finish_reason, usage=usage if include_usage else None)
+                               finish_reason=finish_reason, usage=usage if include_usage else None,
+                               last_extra=llama_fields)
         return await _stream(request, record, reply, headers, events, timed=max(1, len(tokens)),
                              token_delay=upstream.token_delay)
     payload = renderer.render(completion_id=completion_id, created=created, model=model,
                               text=" ".join(tokens), finish_reason=finish_reason,
                               prompt_tokens=prompt_tokens, completion_tokens=len(tokens))
+    if llama_fields is not None:
+        payload = orjson.dumps({**orjson.loads(payload), "usage": usage, **llama_fields})
     return await _send(request, record, reply, 200, headers, payload, "application/json")
+
+
+def _llama_server_fields(upstream: FakeUpstream, messages: list[Any], prompt_tokens: int, tokens: list[str],
+                         usage: dict[str, Any]) -> dict[str, Any] | None:
+    """As llama-server: how much of the prompt its cache held (`timings`, and `cached_tokens` in `usage`)."""
+    if not upstream.llama_server:
+        return None
+    prompt = prompt_text(messages)
+    cache_n = upstream.prompt_cache.reused_tokens(prompt, prompt_tokens)
+    upstream.prompt_cache.remember(prompt, " ".join(tokens))
+    usage["prompt_tokens_details"] = {"cached_tokens": cache_n}
+    return {"timings": timings(cache_n, prompt_tokens, len(tokens))}
 
 
 def _choose_reply(upstream: FakeUpstream, cost: int) -> tuple[Reply, dict[str, str]]:

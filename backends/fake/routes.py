@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import chat, control, probes
+from . import chat, control, llama_server, probes
 
 
 def setup_routes(app: web.Application) -> None:
@@ -17,6 +17,10 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/openai/models", probes.models, name="models.azure")
     app.router.add_get("/openai/v1/models", probes.models, name="models.azure-v1")
     app.router.add_get("/health", probes.health, name="health")
+    # llama-server's own endpoints: 404 unless the fake poses as one.
+    app.router.add_get("/props", llama_server.props, name="props")
+    app.router.add_get("/slots", llama_server.slots, name="slots")
+    app.router.add_get("/metrics", llama_server.metrics, name="metrics")
     app.router.add_post(control.PREFIX + "script", control.set_script)
     app.router.add_get(control.PREFIX + "stats", control.stats)
     app.router.add_post(control.PREFIX + "reset", control.reset)

@@ -29,11 +29,13 @@ def stream_events(
     model: str,
     tokens: list[str],
     finish_reason: str,
-    usage: dict[str, int] | None,
+    usage: dict[str, Any] | None,
+    last_extra: dict[str, Any] | None = None,
 ) -> list[bytes]:
-    """All events of one stream, in order. `usage` is None unless the client asked for it."""
+    """All events of one stream, in order. `usage` is None unless the client asked for it; `last_extra`
+    is merged into the last event before [DONE] (llama-server puts its `timings` there)."""
 
-    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+    def chunk(delta: dict[str, Any], finish: str | None, extra: dict[str, Any] | None = None) -> bytes:
         return sse(
             {
                 "id": completion_id,
@@ -42,6 +44,7 @@ def stream_events(
                 "model": model,
                 "system_fingerprint": None,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                **(extra or {}),
             }
         )
 
@@ -49,7 +52,7 @@ def stream_events(
     pieces = token_pieces(tokens) or [""]
     events = [chunk({"role": "assistant", "content": pieces[0]}, None)]
     events += [chunk({"content": piece}, None) for piece in pieces[1:]]
-    events.append(chunk({}, finish_reason))
+    events.append(chunk({}, finish_reason, None if usage is not None else last_extra))
     if usage is not None:
         events.append(
             sse(
@@ -61,6 +64,7 @@ def stream_events(
                     "system_fingerprint": None,
                     "choices": [],
                     "usage": usage,
+                    **(last_extra or {}),
                 }
             )
         )

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .app import make_app
 from .budget import TokenBudget
+from .llama_server import PromptCache
 from .recording import ChatStats, RecordedRequest
 from .script import Reply, as_reply
 from .server import serve
@@ -45,6 +46,14 @@ class FakeUpstream:
     clock: Callable[[], float] = time.monotonic
     # Keep only the most recent records (None: all). Counters in stats() are never trimmed.
     keep_requests: int | None = None
+    # Pose as llama.cpp's llama-server: /props, /slots, /metrics, and `timings` with prompt-cache reuse in
+    # every completion (see llama_server.py). `total_slots` is its --parallel; `requests_deferred` adds
+    # requests it reports as waiting (queued by clients other than the one under test).
+    llama_server: bool = False
+    total_slots: int = 1
+    requests_deferred: int = 0
+    cached_conversations: int = 8
+    metrics_endpoint: bool = True  # False: /metrics answers 501, as llama-server started without --metrics
 
     requests: list[RecordedRequest] = field(default_factory=list, init=False, repr=False)
     in_flight: int = field(default=0, init=False)  # chat requests being answered now
@@ -52,10 +61,12 @@ class FakeUpstream:
     base_url: str | None = field(default=None, init=False)  # set while serve() runs
     _stats: ChatStats = field(default_factory=ChatStats, init=False, repr=False)
     _budget: TokenBudget | None = field(default=None, init=False, repr=False)
+    prompt_cache: PromptCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Copy: consuming the script must not eat the caller's list.
         self.set_script(self.script, default=self.default)
+        self.prompt_cache = PromptCache(self.cached_conversations)
 
     @property
     def openai_url(self) -> str | None:

@@ -248,11 +248,11 @@ def test_chat_settings_load_from_the_file(
 
 def llama_args(service: dict[str, Any]):  # noqa: ANN201 - argparse.Namespace
     """The backend's real argument parser on the image ENTRYPOINT followed by the service's command."""
-    from backends.llamacpp.__main__ import parse_args
+    from backends.llamacpp.llama_server import parse_args
 
     stage = dockerfiles.final_stage(dockerfiles.DOCKERFILES["llama"])
     entrypoint = dockerfiles.exec_form(dockerfiles.values(stage, "ENTRYPOINT")[-1])
-    assert entrypoint[:3] == ["python", "-m", "backends.llamacpp"]
+    assert entrypoint[:3] == ["python", "-m", "backends.llamacpp.llama_server"]
     command = service["command"]
     command = shlex.split(command) if isinstance(command, str) else command
     return parse_args(entrypoint[3:] + [str(word) for word in command])

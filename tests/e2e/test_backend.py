@@ -1,8 +1,10 @@
-"""`python -m backends.llamacpp` on its own: clean errors, and what makes it fit behind a load balancer."""
+"""The backends on their own (`python -m backends.llamacpp`, `python -m backends.llamacpp.llama_server`):
+clean errors, and what makes them fit behind a load balancer."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -15,10 +17,13 @@ from openai import AsyncOpenAI
 pytestmark = pytest.mark.e2e
 
 
-def run_backend(*args: str) -> subprocess.CompletedProcess[str]:
+LLAMACPP_ONLY = pytest.mark.parametrize("backend_kind", ["llamacpp"], indirect=True)
+
+
+def run_backend(*args: str, module: str = "backends.llamacpp", **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "backends.llamacpp", "--port", "1", *args],
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", module, "--port", "1", *args],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env}, check=False,
     )
 
 
@@ -44,6 +49,33 @@ def test_an_unusable_model_file_is_one_line_and_exit_code_2(
     assert result.stderr.count("\n") == 1, result.stderr
     assert expected in result.stderr and str(model) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(None, "model file not found"), (b"<html>not a model</html>", "not a GGUF model file")],
+    ids=["missing", "not-gguf"],
+)
+def test_llama_server_refuses_an_unusable_model_file_in_one_line(
+    llama_cpp_installed: None, tmp_path: Path, content: bytes | None, expected: str
+) -> None:
+    model = tmp_path / "model.gguf"
+    if content is not None:
+        model.write_bytes(content)
+
+    result = run_backend("--model", str(model), module="backends.llamacpp.llama_server")
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert expected in result.stderr and str(model) in result.stderr
+
+
+def test_llama_server_without_its_binary_says_how_to_build_it(llama_cpp_installed: None, tmp_path: Path) -> None:
+    result = run_backend(module="backends.llamacpp.llama_server", LLAMA_SERVER_BIN=str(tmp_path / "none"))
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "LLAMA_SERVER_BIN" in result.stderr
 
 
 async def test_the_model_list_answers_at_once_while_a_stream_runs_to_its_end(
@@ -73,6 +105,7 @@ async def test_the_model_list_answers_at_once_while_a_stream_runs_to_its_end(
     assert finish_reasons == ["length"], "the probe must not cut the running stream short"
 
 
+@LLAMACPP_ONLY  # llama-cpp-python's own quirks, answered by the ASGI wrappers of backends/llamacpp/asgi.py
 async def test_a_request_naming_no_model_is_answered_with_the_served_name(both_backends_up, model_id) -> None:
     body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
     # A request id that is not a UUID, as gateways send: llama-cpp-python alone would answer 400.

@@ -1,6 +1,7 @@
 """Concurrent requests are spread over the backends: none gets a second request while another is idle.
 
-Each backend takes one request at a time (max_concurrency=1), as a one-thread CPU llama.cpp server should.
+A llama-cpp-python backend takes one request at a time (max_concurrency=1); a llama-server backend as many as
+its slots (2 here, read from its /props): in both cases the least loaded backend takes the next request.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ What is promised, honestly:
 - a stream that has already delivered tokens cannot move: the client gets an error event (the SDK raises
   it), never a silently truncated answer;
 - every request made after the crash succeeds on the surviving backend, and the crashed one, restarted on
-  the same port, takes traffic again once the gateway's health check sees it.
+  the same port, takes traffic again once the gateway's health check sees it;
+- a backend still loading its model (llama-server answers /health with 503 meanwhile; llama-cpp-python does
+  not listen yet) gets no request until it is ready.
 """
 
 from __future__ import annotations
@@ -91,3 +93,27 @@ async def test_a_stream_cut_by_a_crash_ends_with_an_error_and_later_requests_suc
         backend, text = await ask(SHORT_PROMPT)
         assert backend != victim.name
         assert text.strip()
+
+
+async def test_a_backend_still_loading_its_model_gets_no_request_until_it_is_ready(
+    ask, both_backends_up, backend_kind
+) -> None:
+    llama_2 = both_backends_up[1]
+    llama_2.kill()
+    llama_2.start()
+
+    statuses, served_while_loading = [], []
+    deadline = time.monotonic() + RETURN_DEADLINE
+    while (status := await asyncio.to_thread(llama_2.ready_status)) != 200:
+        assert time.monotonic() < deadline, "llama-2 did not finish loading"
+        statuses.append(status)
+        backend, text = await ask(SHORT_PROMPT, max_tokens=1)
+        assert text.strip()
+        if await asyncio.to_thread(llama_2.ready_status) != 200:  # sent and answered while it was loading
+            served_while_loading.append(backend)
+
+    assert served_while_loading, "llama-2 loaded before a request could be sent: the test proves nothing"
+    assert set(served_while_loading) == {"llama-1"}
+    if backend_kind == "llama-server":
+        assert 503 in statuses, "llama-server answers 503 while it loads its model"
+    assert await wait_until_used_again(ask, "llama-2") == {"llama-1", "llama-2"}
