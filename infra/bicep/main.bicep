@@ -56,9 +56,11 @@ param llamaBackendCount int = 2
 @description('vCPUs per llama.cpp replica (memory follows: 2 GiB per vCPU); also its thread count.')
 param llamaCpuCores int = 2
 
+// The gateway reads each app's capacity from llama-server's /props (total_slots), so it is set here only.
 @minValue(1)
-@description('Requests the gateway sends one llama.cpp app at once; beyond it the gateway queues, or spills over to Azure OpenAI.')
-param llamaMaxConcurrency int = 2
+@maxValue(16)
+@description('Slots of each llama.cpp app (llama-server --parallel): requests it serves at once, batched together.')
+param llamaParallel int = 4
 
 // ---- gateway --------------------------------------------------------------------------------------------
 
@@ -447,11 +449,13 @@ module llama 'modules/container-app.bicep' = [for i in range(0, llamaBackendCoun
     memory: '${llamaCpuCores * 2}Gi'
     minReplicas: 1
     maxReplicas: 1
-    concurrentRequests: llamaMaxConcurrency
+    concurrentRequests: llamaParallel
     // Appended to the image's entrypoint, which sets the host, port and model.
     args: [
       '--threads'
       string(llamaCpuCores)
+      '--parallel'
+      string(llamaParallel)
       '--alias'
       modelAlias
     ]
@@ -498,7 +502,6 @@ module gatewayBackends 'modules/gateway-backends.bicep' = {
   scope: rg
   params: {
     llamaFqdns: [for i in range(0, llamaBackendCount): llama[i].outputs.fqdn]
-    llamaMaxConcurrency: llamaMaxConcurrency
     openAiNames: [for instance in openAiCreated: instance.name]
     openAiEndpoints: [for i in range(0, length(openAiCreated)): openAi[i].outputs.endpoint]
     openAiDeploymentName: openAiDeploymentName

@@ -4,7 +4,7 @@
   os.environ, and azure-identity's when it authenticates with DefaultAzureCredential;
 - chat: the validation alias of every `ChatSettings` field, likewise;
 - llama: nothing from the environment (its server reads prefixed settings only); its command line is
-  checked against `backends.llamacpp.__main__.parse_args` instead.
+  checked against `backends.llamacpp.llama_server.parse_args` instead.
 """
 
 from __future__ import annotations

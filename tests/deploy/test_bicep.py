@@ -222,9 +222,10 @@ def test_gateway_backends_from_the_template_are_valid_gateway_settings() -> None
     names = [backend.name for backend in settings.backends]
     assert names == ["llama-1", "llama-2", "llama-3", "aoai-eastus", "aoai-sweden"]
     for backend in settings.backends[:3]:
-        assert backend.kind is BackendKind.LLAMACPP
+        assert backend.kind is BackendKind.LLAMA_SERVER
         assert backend.url.startswith("https://") and backend.url.endswith(".azurecontainerapps.io/v1")
-        assert backend.max_concurrency and backend.priority == 0
+        # Its slots are read from the server (/props): a number here could only disagree with --parallel.
+        assert backend.max_concurrency is None and backend.priority == 0
     for backend in settings.backends[3:]:
         assert backend.kind is BackendKind.AZURE
         assert backend.api_key is None, "Azure OpenAI is reached with the managed identity, never a key"
@@ -235,7 +236,7 @@ def test_gateway_backends_from_the_template_are_valid_gateway_settings() -> None
 
 
 def llama_args(cores: int):  # noqa: ANN201 - argparse.Namespace
-    from backends.llamacpp.__main__ import parse_args
+    from backends.llamacpp.llama_server import parse_args
 
     scope = scope_of(MAIN, llamaCpuCores=cores)
     args = [str(word) for word in evaluate(app_calls()["llama"]["params"]["args"], scope)]
@@ -249,6 +250,7 @@ def test_llama_arguments_are_accepted_by_the_backend_cli() -> None:
     for cores in allowed:
         args = llama_args(cores)
         assert args.threads == cores
+        assert args.parallel == scope_of(MAIN)["llamaParallel"]
         assert args.host == "0.0.0.0"
         assert args.port == evaluate(app_calls()["llama"]["params"]["targetPort"], scope_of(MAIN))
         assert (

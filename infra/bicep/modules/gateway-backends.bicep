@@ -5,10 +5,6 @@
 @description('Internal FQDNs of the llama.cpp backend apps, in order: backend i is named llama-<i+1>.')
 param llamaFqdns array
 
-@description('Requests one llama.cpp app (one replica, one KV cache) takes at once before the gateway queues or spills over.')
-@minValue(1)
-param llamaMaxConcurrency int
-
 @description('Short names of the Azure OpenAI accounts this template created: backend i is named aoai-<name>.')
 param openAiNames array = []
 
@@ -29,12 +25,12 @@ param openAiApiVersion string = '2024-10-21'
 @description('Lower is preferred: 0 shares traffic with llama.cpp, 1 only takes what llama.cpp cannot.')
 param openAiPriority int = 1
 
+// llama-server: the gateway reads each one's slots (/props), readiness (/health) and load (/metrics).
 var llamaBackends = [for (fqdn, i) in llamaFqdns: {
   name: 'llama-${i + 1}'
-  kind: 'llamacpp'
+  kind: 'llama-server'
   url: 'https://${fqdn}/v1'
   priority: 0
-  max_concurrency: llamaMaxConcurrency
 }]
 
 // No api_key: the gateway authenticates with its managed identity (AZURE_CLIENT_ID).
