@@ -76,32 +76,34 @@ var queries = [
     query: 'AppDependencies | where isnotempty(tostring(Properties["gateway.backend"])) | summarize attempts = count() by backend = tostring(Properties["gateway.backend"]), outcome = tostring(Properties["gateway.outcome"])'
   }
 ]
+var queryItems = [for q in queries: {
+  type: 3
+  name: q.title
+  content: {
+    version: 'KqlItem/1.0'
+    query: q.query
+    size: 0
+    title: q.title
+    timeContext: {
+      durationMs: 86400000
+    }
+    queryType: 0
+    resourceType: 'microsoft.operationalinsights/workspaces'
+    visualization: q.visualization
+  }
+}]
+var introItem = {
+  type: 1
+  name: 'intro'
+  content: {
+    json: '## LLM gateway routing\nFrom the gateway\'s JSON log lines (one per request, one per failed attempt) and its OpenTelemetry spans.'
+  }
+}
 var workbook = {
   version: 'Notebook/1.0'
   items: concat([
-    {
-      type: 1
-      name: 'intro'
-      content: {
-        json: '## LLM gateway routing\nFrom the gateway\'s JSON log lines (one per request, one per failed attempt) and its OpenTelemetry spans.'
-      }
-    }
-  ], map(queries, q => {
-    type: 3
-    name: q.title
-    content: {
-      version: 'KqlItem/1.0'
-      query: q.query
-      size: 0
-      title: q.title
-      timeContext: {
-        durationMs: 86400000
-      }
-      queryType: 0
-      resourceType: 'microsoft.operationalinsights/workspaces'
-      visualization: q.visualization
-    }
-  }))
+    introItem
+  ], queryItems)
   fallbackResourceIds: [
     workspace.id
   ]
