@@ -115,8 +115,9 @@ class SharedBalancer(Balancer):
                     taken = self.by_name[acquired.backend]
                     taken.start_request(self.now())
                     return SharedLease(self, taken, skipped or None, acquired.affinity, lease_id)
+                # Nothing eligible anywhere. Whatever the local view still thinks, wait for news (a release
+                # here or elsewhere) before asking Redis again: one call per chance of a slot, not a busy loop.
                 preferred = acquired.pinned if acquired.pinned not in tried else None
-                continue  # the view is fresh now: nothing eligible anywhere, so the checks below apply
             refusal = self._refusal(untried)
             if refusal is not None:
                 raise refusal
@@ -170,13 +171,15 @@ class SharedBalancer(Balancer):
         state.ejections = snapshot.ejections
         state.ejected_until = now + snapshot.ejected if snapshot.ejections else 0.0
         state.probe_in_flight = snapshot.probe_held
-        # in_flight counts this process's requests itself; add those of the others (all leases but ours).
-        mine = sum(1 for backend in shared.held.values() if backend == name)
+        # in_flight counts this process's requests itself; add those of the others: all leases but ours (held,
+        # or being given back: a release on its way may not have reached Redis when this was read).
+        mine = sum(1 for backend in shared.held.values() if backend == name) + shared.releasing.get(name, 0)
         others = max(snapshot.leases - mine, 0) if state.max_concurrency is not None else 0
         state.in_flight += others - self._others[name]
         self._others[name] = others
-        if not taken and self.queue.anyone_for(name) and state.available(now):
-            # A slot freed elsewhere (or the backend recovered): the first waiter that can use it tries for it.
+        if not taken and self.queue.anyone_for(name) and state.condition(now) is BackendCondition.HEALTHY:
+            # Perhaps a slot freed elsewhere (or the backend recovered): the first waiter that can use it asks
+            # Redis (the view's count of other replicas' requests is only an estimate).
             waiter = self.queue.next_for(name)
             if waiter is not None and not waiter.future.done():
                 waiter.future.set_result(True)

@@ -126,7 +126,8 @@ return out
 
 RELEASE = _PRELUDE + """
 -- KEYS: state hash, lease set.  ARGV: lease id (may be ''), breaker effect, cooldown ms (0: none), eject after
--- failures, eject base ms, eject max ms, backend name, channel to publish the new state on ('' for none).
+-- failures, eject base ms, eject max ms, backend name, channel to publish the new state on ('' for none), and
+-- who is asking (the publisher skips its own message: it has the snapshot already).
 -- Breaker effects: ok (a success or the client's own error: the backend is fine), failed (a connection error,
 -- timeout or 5xx: counts toward ejection), neutral (decides nothing: throttled, or cancelled). A cooldown
 -- (a 429, or a 503 with a retry hint) is kept whatever the effect. Frees the lease and, if this lease held
@@ -164,7 +165,7 @@ elseif effect == 'failed' then
 end
 local snap = snapshot(s)
 if ARGV[8] ~= '' then
-  redis.call('PUBLISH', ARGV[8], ARGV[7] .. ' ' .. table.concat(snap, ' '))
+  redis.call('PUBLISH', ARGV[8], ARGV[7] .. ' ' .. table.concat(snap, ' ') .. ' ' .. ARGV[9])
 end
 return snap
 """

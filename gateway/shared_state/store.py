@@ -126,13 +126,13 @@ class RedisStore:
 
     async def release(
         self, backend: str, lease: str | None, effect: str, *, breaker: BreakerRule, cooldown: float = 0.0,
-        publish: bool = True,
+        publish: bool = True, origin: str = "",
     ) -> BackendSnapshot:
         """Give the lease back (if any) and record the attempt: its breaker ``effect`` (ok, failed, neutral)
         and the ``cooldown`` the upstream asked for (0: none)."""
         keys = [self.state_key(backend), self.lease_key(backend)]
         args = [lease or "", effect, _ms(cooldown), breaker.eject_after_failures, _ms(breaker.eject_base),
-                _ms(breaker.eject_max), backend, self.channel if publish else ""]
+                _ms(breaker.eject_max), backend, self.channel if publish else "", origin or "-"]
         return BackendSnapshot.from_values(await self._call(self._release, keys, args))
 
     async def renew(self, leases: Sequence[tuple[str, str]], lease_ttl: float) -> int:
@@ -162,14 +162,14 @@ class RedisStore:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
-def parse_event(data: bytes | str) -> tuple[str, BackendSnapshot] | None:
-    """A published state change (``<backend> <snapshot fields...>``), or None if it is not one of ours."""
+def parse_event(data: bytes | str) -> tuple[str, BackendSnapshot, str] | None:
+    """A published state change (``<backend> <snapshot fields...> <origin>``), or None if it is not one."""
     text = data.decode() if isinstance(data, bytes) else data
     parts = text.split(" ")
-    if len(parts) != 1 + SNAPSHOT_SIZE:
+    if len(parts) != 2 + SNAPSHOT_SIZE:
         return None
     try:
-        return parts[0], BackendSnapshot.from_values(parts[1:])
+        return parts[0], BackendSnapshot.from_values(parts[1:-1]), parts[-1]
     except ValueError:
         return None
 

@@ -114,11 +114,11 @@ async def test_release_publishes_the_new_state_for_other_replicas(store):
     pubsub = store.redis.pubsub()
     await pubsub.subscribe(store.channel)
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
-    await store.release("a", None, "neutral", breaker=RULE, cooldown=5)
+    await store.release("a", None, "neutral", breaker=RULE, cooldown=5, origin="replica-1")
     message = await pubsub.get_message(timeout=1)
     await pubsub.aclose()
-    name, snapshot = parse_event(message["data"])
-    assert name == "a" and 4.9 < snapshot.cooling <= 5 and snapshot.recovering
+    name, snapshot, origin = parse_event(message["data"])
+    assert name == "a" and 4.9 < snapshot.cooling <= 5 and snapshot.recovering and origin == "replica-1"
 
 
 async def test_keys_are_versioned_and_hash_tagged_for_one_cluster_slot(store):
