@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -60,7 +60,7 @@ def create_app(
     return app
 
 
-def _azure_credentials_ctx(credential: Any):
+def _azure_credentials_ctx(credential: Any) -> Callable[[web.Application], AsyncIterator[None]]:
     async def azure_credentials(app: web.Application) -> AsyncIterator[None]:
         settings = app[keys.SETTINGS]
         needs_entra = any(b.kind is BackendKind.AZURE and not b.api_key for b in settings.backends)

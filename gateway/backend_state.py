@@ -43,9 +43,20 @@ class BreakerPolicy:
 
 class BackendState:
     __slots__ = (
-        "config", "name", "priority", "weight", "max_concurrency", "in_flight", "cooldown_until",
-        "consecutive_failures", "ejections", "ejected_until", "probe_in_flight", "recovering", "reachable",
+        "config",
+        "consecutive_failures",
+        "cooldown_until",
+        "ejected_until",
+        "ejections",
         "health_detail",
+        "in_flight",
+        "max_concurrency",
+        "name",
+        "priority",
+        "probe_in_flight",
+        "reachable",
+        "recovering",
+        "weight",
     )
 
     def __init__(self, config: BackendConfig) -> None:
@@ -159,7 +170,7 @@ class BackendState:
         self.probe_in_flight = False
         if was_probe or self.consecutive_failures >= policy.eject_after_failures:
             self.ejections += 1
-            period = min(policy.eject_base * 2 ** (self.ejections - 1), policy.eject_max)
+            period = min(policy.eject_base * 2.0 ** (self.ejections - 1), policy.eject_max)
             self.ejected_until = now + period
             return period
         return None

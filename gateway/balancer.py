@@ -35,7 +35,7 @@ Refusal = AllBackendsThrottled | NoBackendAvailable | ModelNotFound
 class Lease:
     """One attempt's hold on a backend: who it is, why others were passed over, and how affinity went."""
 
-    __slots__ = ("backend", "skipped", "affinity", "_balancer", "_released")
+    __slots__ = ("_balancer", "_released", "affinity", "backend", "skipped")
 
     def __init__(
         self, balancer: Balancer, backend: BackendState, skipped: dict[str, str] | None, affinity: str | None

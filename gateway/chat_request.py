@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -69,7 +70,7 @@ def _check_messages(messages: object) -> None:
 _CONTENT_TYPES = (str, list, type(None))
 
 
-def _reject_message(messages: list) -> None:
+def _reject_message(messages: list[Any]) -> None:
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise BadRequest(f"'messages[{index}]' must be an object.", param=f"messages[{index}]")

@@ -24,7 +24,7 @@ from gateway.upstream import UpstreamClient
 
 
 def _server_root(url: str) -> str:
-    return url[: -len("/v1")] if url.endswith("/v1") else url
+    return url.removesuffix("/v1")
 
 
 class HealthChecker:
@@ -74,7 +74,7 @@ class HealthChecker:
             await asyncio.sleep(self._interval)
             try:
                 await self.check_all()
-            except Exception:  # a bug here must not stop health checking for good
+            except Exception:  # noqa: BLE001 (a bug here must not stop health checking for good)
                 self._log.exception("health_check_failed")
 
 

@@ -486,7 +486,7 @@ class ConnectionPool:
         while idle:
             connection = idle.pop()
             connection.idle_since = None
-            if not connection.closed and not connection.transport.is_closing():
+            if not connection.closed and connection.transport is not None and not connection.transport.is_closing():
                 return connection
         return None
 

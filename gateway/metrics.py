@@ -23,7 +23,7 @@ from gateway.backend_state import BackendCondition
 from gateway.balancer import Balancer
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-_BUCKET_LABELS = [floatToGoString(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
+_BUCKET_LABELS = [floatToGoString(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
 
 
 class Count:
@@ -61,7 +61,7 @@ class Timings:
 class BackendSeries:
     """Everything counted for one backend."""
 
-    __slots__ = ("duration", "ttfb", "prompt_tokens", "completion_tokens", "retries", "attempts", "requests")
+    __slots__ = ("attempts", "completion_tokens", "duration", "prompt_tokens", "requests", "retries", "ttfb")
 
     def __init__(self) -> None:
         self.duration = Timings()
@@ -153,7 +153,7 @@ class _GatewayCollector(Collector):
         self._metrics = metrics
         self._balancer = balancer
 
-    def describe(self) -> list:
+    def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:

@@ -7,6 +7,7 @@ others are asked (``{url}/models``). Unreachable backends are left out rather th
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 
@@ -20,10 +21,10 @@ class ModelsCatalog:
         self._balancer = balancer
         self._upstream = upstream
         self._ttl = ttl
-        self._cached: dict | None = None
+        self._cached: dict[str, Any] | None = None
         self._cached_at = 0.0
 
-    async def listing(self) -> dict:
+    async def listing(self) -> dict[str, Any]:
         now = self._balancer.now()
         if self._cached is None or now - self._cached_at > self._ttl:
             backends = [state.config for state in self._balancer.states]

@@ -155,7 +155,7 @@ class Proxy:
                 self._accounting.ttfb(record, backend.name, time.perf_counter() - sent)
                 headers = self._headers(upstream.headers, lease, record)
                 if proxied.stream and upstream.content_type == "text/event-stream":
-                    async with aclosing(self._upstream.iter_chunks(backend, upstream)) as chunks:
+                    async with aclosing(upstream.iter_chunks()) as chunks:
                         relayed = await relay_stream(request, upstream.status, headers, chunks, backend)
                     record.backend = backend.name
                     record.usage = relayed.usage
@@ -169,7 +169,7 @@ class Proxy:
                 else:
                     body = upstream.take_body()
                     if body is None:  # not all of it has arrived yet
-                        body = await self._upstream.read_body(backend, upstream)
+                        body = await upstream.read()
                     record.usage = usage_from_body(body)
                     response = web.Response(status=upstream.status, body=body, headers=headers)
             finally:
@@ -177,8 +177,9 @@ class Proxy:
         except UpstreamError as error:
             if self._failed(lease, record, error, sent):
                 raise _Retry from None
-            assert isinstance(error, UpstreamStatusError)
-            # The client's own mistake (400, 401, 404...): the backend is fine, the answer goes back as written.
+            # Not retryable: the client's own mistake (400, 401, 404...), an UpstreamStatusError. The backend is
+            # fine, and the answer goes back as written.
+            assert isinstance(error, UpstreamStatusError) and error.status is not None
             record.backend = backend.name
             headers = self._headers(error.headers, lease, record)
             return web.Response(status=error.status, body=error.body, headers=headers)

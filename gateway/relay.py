@@ -42,7 +42,7 @@ _CARRY = 64  # bytes kept from one chunk to the next, so a terminator split acro
 class StreamEnd:
     """Feed it the bytes as they pass; ``complete`` once the upstream has said the stream is over."""
 
-    __slots__ = ("complete", "_tail")
+    __slots__ = ("_tail", "complete")
 
     def __init__(self) -> None:
         self.complete = False

@@ -106,7 +106,8 @@ def _backends_from_text(raw: str) -> list[Any]:
     if not raw:
         return []
     if raw.startswith("["):
-        return json.loads(raw)  # a JSONDecodeError becomes a validation error naming the field
+        parsed: list[Any] = json.loads(raw)  # a JSONDecodeError becomes a validation error naming the field
+        return parsed
     backends = []
     for url in filter(None, (part.strip() for part in raw.split(","))):
         host = _host_port(urlsplit(url).netloc) or without_userinfo(url)

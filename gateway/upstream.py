@@ -15,7 +15,8 @@ own exception tree, so the rest of the gateway never sees a socket or parser exc
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -33,6 +34,44 @@ from gateway.http1 import (
 from gateway.settings import BackendConfig, BackendKind
 
 TokenProvider = Callable[[], Awaitable[str]]
+
+
+class UpstreamResponse(Protocol):
+    """What the proxy may use of an upstream's 2xx answer, whatever client fetched it.
+
+    Status and headers have arrived; the body is taken with ``take_body``, ``read`` or ``iter_chunks``, whose
+    failures are already ``UpstreamError``s (never a socket or parser exception). ``close`` must always be called:
+    it returns a fully read connection to its pool and aborts the upstream request otherwise, which is how a
+    client disconnect frees a llama.cpp slot.
+    """
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """As the upstream sent them; ``forwardable_headers`` picks what may be copied onto our answer."""
+        ...
+
+    @property
+    def content_type(self) -> str:
+        """The media type alone, lower case (``text/event-stream``), "" when none was sent."""
+        ...
+
+    def take_body(self) -> bytes | None:
+        """The whole body if it has all arrived already (no await: the common case of a small answer);
+        None when some is still to come, for ``read``."""
+        ...
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        ...
+
+    def iter_chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body as it arrives, piece by piece, never buffered whole."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class UpstreamError(Exception):
@@ -95,7 +134,7 @@ class _Route:
     """Per backend, built on first use: where it is, the fixed part of every request's header block, and
     which per-request headers it takes."""
 
-    __slots__ = ("origin", "head", "uuid_request_ids", "entra")
+    __slots__ = ("entra", "head", "origin", "uuid_request_ids")
 
     def __init__(self, origin: Origin, head: bytes, *, uuid_request_ids: bool, entra: bool) -> None:
         self.origin = origin
@@ -153,7 +192,7 @@ class UpstreamClient:
             raise UpstreamConnectionError(backend, f"could not get an Entra ID token: {exc}") from exc
         return header_line("Authorization", f"Bearer {token}")
 
-    async def chat_completion(self, backend: BackendConfig, body: bytes, request_id: str) -> Response:
+    async def chat_completion(self, backend: BackendConfig, body: bytes, request_id: str) -> UpstreamResponse:
         """Send a chat completion; returns the response once a 2xx status and headers have arrived.
 
         A non-2xx answer is read whole (error bodies are small) and raised as UpstreamStatusError. The caller
@@ -184,21 +223,7 @@ class UpstreamClient:
             finally:
                 response.close()
             raise UpstreamStatusError(backend, response.status, response.headers, error_body)
-        return response
-
-    async def read_body(self, backend: BackendConfig, response: Response) -> bytes:
-        try:
-            return await response.read()
-        except Http1Error as exc:
-            raise _translate(backend, exc, "stalled while sending its answer", "dropped the answer") from exc
-
-    async def iter_chunks(self, backend: BackendConfig, response: Response) -> AsyncIterator[bytes]:
-        """The body as the upstream sends it, chunk by chunk, never buffered whole."""
-        try:
-            async for chunk in response.iter_chunks():
-                yield chunk
-        except Http1Error as exc:
-            raise _translate(backend, exc, "stalled mid-stream", "broke off mid-stream") from exc
+        return _Http1Answer(backend, response)
 
     async def probe(self, url: str, backend: BackendConfig | None = None) -> tuple[int | None, bytes]:
         """GET a health or listing URL: (status, body), or (None, reason) when it could not be reached."""
@@ -209,6 +234,47 @@ class UpstreamClient:
             return None, b"timed out"
         except (Http1Error, ValueError) as exc:
             return None, str(exc).encode()
+
+
+class _Http1Answer:
+    """``UpstreamResponse`` over ``gateway.http1``'s ``Response``: its errors translated to ours."""
+
+    __slots__ = ("_backend", "_response")
+
+    def __init__(self, backend: BackendConfig, response: Response) -> None:
+        self._backend = backend
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._response.headers
+
+    @property
+    def content_type(self) -> str:
+        return self._response.content_type
+
+    def take_body(self) -> bytes | None:
+        return self._response.take_body()
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except Http1Error as exc:
+            raise _translate(self._backend, exc, "stalled while sending its answer", "dropped the answer") from exc
+
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
+        try:
+            async for chunk in self._response.iter_chunks():
+                yield chunk
+        except Http1Error as exc:
+            raise _translate(self._backend, exc, "stalled mid-stream", "broke off mid-stream") from exc
+
+    def close(self) -> None:
+        self._response.close()
 
 
 def _translate(backend: BackendConfig, exc: Http1Error, timed_out: str, broken: str) -> UpstreamError:

@@ -57,7 +57,7 @@ def _usage_from_mapping(usage: object) -> Usage | None:
 class StreamUsageSniffer:
     """Feed it the SSE bytes as they pass; ``usage`` holds the last usage seen."""
 
-    __slots__ = ("usage", "_tail")
+    __slots__ = ("_tail", "usage")
 
     def __init__(self) -> None:
         self.usage: Usage | None = None

@@ -53,4 +53,4 @@ async def no_route(request: web.Request) -> web.Response:
     raise web.HTTPNotFound()
 
 
-__all__ = ["chat_completions", "list_models", "healthz", "readyz", "metrics", "no_route"]
+__all__ = ["chat_completions", "healthz", "list_models", "metrics", "no_route", "readyz"]

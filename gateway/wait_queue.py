@@ -23,7 +23,7 @@ Wakeup = BackendState | bool
 
 
 class _Waiter:
-    __slots__ = ("future", "accepts", "since")
+    __slots__ = ("accepts", "future", "since")
 
     def __init__(self, future: asyncio.Future[Wakeup], accepts: frozenset[str], since: float) -> None:
         self.future = future

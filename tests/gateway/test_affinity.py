@@ -140,8 +140,7 @@ async def test_affinity_results_are_counted(upstreams, gateway):
             await send(client, messages)
         import aiohttp
 
-        async with aiohttp.ClientSession() as http:
-            async with http.get(gw.url + "/metrics") as response:
-                text = await response.text()
+        async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as response:
+            text = await response.text()
     assert 'gateway_affinity_total{result="new"} 1.0' in text
     assert 'gateway_affinity_total{result="hit"} 2.0' in text

@@ -1,5 +1,5 @@
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 
 import pytest
 
@@ -24,9 +24,9 @@ def test_unreadable_durations(text):
 
 def test_retry_after_seconds_and_http_date():
     assert parse_retry_after("12", NOW) == 12.0
-    date = format_datetime(datetime.fromtimestamp(NOW + 30, tz=timezone.utc), usegmt=True)
+    date = format_datetime(datetime.fromtimestamp(NOW + 30, tz=UTC), usegmt=True)
     assert parse_retry_after(date, NOW) == pytest.approx(30.0)
-    past = format_datetime(datetime.fromtimestamp(NOW - 30, tz=timezone.utc), usegmt=True)
+    past = format_datetime(datetime.fromtimestamp(NOW - 30, tz=UTC), usegmt=True)
     assert parse_retry_after(past, NOW) == 0.0
     assert parse_retry_after("tomorrow-ish", NOW) is None
 

@@ -15,9 +15,9 @@ from tests.gateway.conftest import chat
 
 
 async def post_raw(gw, data: bytes, headers=None, path="/v1/chat/completions"):
-    async with aiohttp.ClientSession() as http:
-        async with http.post(gw.url + path, data=data, headers=headers or {"Content-Type": "application/json"}) as r:
-            return r.status, await r.json(), r.headers
+    headers = headers or {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http, http.post(gw.url + path, data=data, headers=headers) as r:
+        return r.status, await r.json(), r.headers
 
 
 @pytest.mark.parametrize(
@@ -64,10 +64,9 @@ async def test_body_over_the_limit_is_413(upstreams, gateway):
     async def chunks():
         yield b'{"messages": [{"role": "user", "content": "' + b"y" * 4096 + b'"}]}'
 
-    async with aiohttp.ClientSession() as http:
-        async with http.post(gw.url + "/v1/chat/completions", data=chunks()) as response:
-            assert response.status == 413
-            assert (await response.json())["error"]["code"] == "request_too_large"
+    async with aiohttp.ClientSession() as http, http.post(gw.url + "/v1/chat/completions", data=chunks()) as response:
+        assert response.status == 413
+        assert (await response.json())["error"]["code"] == "request_too_large"
     assert a.chat_count == 0
 
 
@@ -83,9 +82,8 @@ async def test_inbound_api_keys(upstreams, gateway):
         assert (await chat(client)).headers["x-gateway-backend"] == "a"
     status, payload, _ = await post_raw(gw, b"{}", headers={"Content-Type": "application/json"})
     assert status == 401 and payload["error"]["code"] == "invalid_api_key"
-    async with aiohttp.ClientSession() as http:
-        async with http.get(gw.url + "/healthz") as response:
-            assert response.status == 200  # probes need no key
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/healthz") as response:
+        assert response.status == 200  # probes need no key
     # The client's key is never passed upstream.
     assert all("authorization" not in r.headers and "api-key" not in r.headers for r in a.requests)
 

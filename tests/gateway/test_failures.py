@@ -16,7 +16,7 @@ from backends.fake import Reply
 from gateway.__main__ import log_starting
 from gateway.settings import ConfigError, GatewaySettings, load_settings
 from tests.gateway.conftest import CHAT, chat
-from tests.gateway.raw_upstream import SSE_HEAD, closed_port, raw_upstream, sse_chunk
+from tests.gateway.faulty_upstream import SSE_HEAD, closed_port, raw_upstream, sse_chunk
 
 
 async def wait_until(condition: Callable[[], bool]) -> None:
@@ -71,7 +71,7 @@ async def test_a_stream_closed_before_its_end_is_an_upstream_failure(gateway, ca
             with pytest.raises(openai.APIError, match="Upstream stream interrupted: raw ended the stream"):
                 async for chunk in stream:
                     received.append(chunk.choices[0].delta.content)
-        status, metrics = await get(gw.url + "/metrics")
+        _, metrics = await get(gw.url + "/metrics")
     assert received == ["Hel", "lo"]  # what arrived was relayed; then the error, not a quiet end
     assert b'gateway_upstream_attempts_total{backend="raw",outcome="failed"} 1.0' in metrics
     assert b'outcome="ok"' not in metrics
@@ -179,8 +179,13 @@ async def test_a_failed_and_a_throttled_attempt_is_still_a_502(upstreams, gatewa
 @pytest.mark.parametrize(
     ("request_bytes", "problem"),
     [
-        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n"
-         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "Transfer-Encoding"),
+        (
+            (
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+            "Transfer-Encoding",
+        ),
         (b"GET /healthz HTTP/1.1\r\nHost: gw\r\nBad Header: x\r\n\r\n", "header"),
         (b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Ok: a\x01b\r\n\r\n", "header"),
     ],

@@ -47,10 +47,9 @@ async def test_down_backend_is_skipped_and_readyz_reflects_it(upstreams, gateway
     gw = await gateway([llama(a)], health_interval=0.05)
     a.health_status = 500
     await wait_for(lambda: not gw.balancer.by_name["a"].reachable)
-    async with aiohttp.ClientSession() as http:
-        async with http.get(gw.url + "/readyz") as response:
-            assert response.status == 503
-            assert (await response.json())["backends"] == {"a": "unhealthy"}
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/readyz") as response:
+        assert response.status == 503
+        assert (await response.json())["backends"] == {"a": "unhealthy"}
     async with gw.client() as client:
         with pytest.raises(Exception) as caught:
             await chat(client)

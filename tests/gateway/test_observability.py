@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+import openai
 import orjson
 import pytest
 
@@ -34,7 +35,7 @@ async def test_log_stream_shows_who_served_what_and_why_a_backend_was_skipped(up
     assert served["backend"] == "b" and served["status"] == 200 and served["attempt"] == 2
     assert canonical["event"] == "request" and canonical["backend"] == "b" and canonical["attempts"] == 2
     assert canonical["tried"] == ["a", "b"] and canonical["prompt_tokens"] > 0
-    r2 = [line for line in lines if line.get("request_id") == "r2" and line["event"] == "request"][0]
+    r2 = next(line for line in lines if line.get("request_id") == "r2" and line["event"] == "request")
     assert r2["skipped"] == {"a": "cooling down for 4.000s"}
 
 
@@ -45,10 +46,9 @@ async def test_metrics_cover_requests_attempts_latency_state_and_tokens(upstream
     async with gw.client() as client:
         await chat(client)
         await chat(client)
-    async with aiohttp.ClientSession() as http:
-        async with http.get(gw.url + "/metrics") as response:
-            assert response.status == 200
-            text = await response.text()
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
     for series in (
         'gateway_requests_total{backend="b",status="200"} 2.0',
         'gateway_upstream_attempts_total{backend="a",outcome="throttled"} 1.0',
@@ -83,7 +83,7 @@ async def test_healthz_and_readyz(upstreams, gateway, clock):
         async with http.get(gw.url + "/readyz") as response:
             assert response.status == 200
         async with gw.client() as client:
-            with pytest.raises(Exception):
+            with pytest.raises(openai.RateLimitError):
                 await chat(client)
         async with http.get(gw.url + "/readyz") as response:
             assert response.status == 503

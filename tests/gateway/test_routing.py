@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
-from collections import Counter
-from datetime import datetime, timedelta, timezone
-
 import openai
 import pytest
 
-from backends.fake import Reply, throttled, throttled_date, throttled_ms, throttled_ratelimit_reset, unavailable
+from backends.fake import (
+    Reply,
+    throttled,
+    throttled_date,
+    throttled_ms,
+    throttled_ratelimit_reset,
+    unavailable,
+)
 from gateway.clock import SystemClock
 from tests.gateway.conftest import chat
 
@@ -116,7 +122,7 @@ async def test_cooldown_follows_every_header_form(upstreams, gateway, clock, rep
 
 
 async def test_cooldown_from_an_http_date(upstreams, gateway, clock):
-    when = datetime.fromtimestamp(clock.wall(), tz=timezone.utc) + timedelta(seconds=42)
+    when = datetime.fromtimestamp(clock.wall(), tz=UTC) + timedelta(seconds=42)
     a = await upstreams(name="a", script=[throttled_date(when)])
     b = await upstreams(name="b")
     gw = await gateway([a, b])

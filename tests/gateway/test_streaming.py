@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import aiohttp
@@ -43,21 +44,22 @@ async def test_stream_passes_chunks_as_they_are_produced(upstreams, gateway):
     assert "".join(pieces).split() == ["one", "two", "three", "four", "five"]
     # Buffered whole, every chunk would arrive at once; relayed, they keep the upstream's spacing.
     assert arrivals[-1] - arrivals[0] > 0.25
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert sum(gap > 0.04 for gap in gaps) >= 3
 
 
 async def test_stream_headers_for_proxies(upstreams, gateway):
     a = await upstreams(name="a")
     gw = await gateway([a])
-    async with aiohttp.ClientSession() as http:
-        async with http.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}) as response:
-            assert response.status == 200
-            assert response.headers["Content-Type"].startswith("text/event-stream")
-            assert response.headers["Cache-Control"] == "no-cache"
-            assert response.headers["X-Accel-Buffering"] == "no"
-            assert response.headers["x-gateway-backend"] == "a"
-            body = await response.read()
+    async with aiohttp.ClientSession() as http, http.post(
+        gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}
+    ) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert response.headers["Cache-Control"] == "no-cache"
+        assert response.headers["X-Accel-Buffering"] == "no"
+        assert response.headers["x-gateway-backend"] == "a"
+        body = await response.read()
     assert body.rstrip().endswith(b"data: [DONE]")
 
 
@@ -144,9 +146,8 @@ async def test_stream_usage_is_counted(upstreams, gateway):
         stream = await client.chat.completions.create(**CHAT, stream=True, stream_options={"include_usage": True})
         usage = [c.usage async for c in stream if c.usage]
     assert usage and usage[0].completion_tokens == 3
-    async with aiohttp.ClientSession() as http:
-        async with http.get(gw.url + "/metrics") as response:
-            text = await response.text()
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as response:
+        text = await response.text()
     assert 'gateway_tokens_total{backend="a",type="completion"} 3.0' in text
 
 

@@ -15,7 +15,7 @@ class RawUpstream:
         self.requests: list[bytes] = []
         self.url = ""
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
@@ -35,7 +35,7 @@ class RawUpstream:
 @asynccontextmanager
 async def raw_upstream(answer: bytes) -> AsyncIterator[RawUpstream]:
     upstream = RawUpstream(answer)
-    server = await asyncio.start_server(upstream._serve, "127.0.0.1", 0)
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     upstream.url = f"http://127.0.0.1:{port}/v1"
     async with server:
