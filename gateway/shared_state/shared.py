@@ -204,7 +204,7 @@ class SharedState:
                 self._log.debug("shared_state_events_lost", error=f"{type(exc).__name__}: {exc}")
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # (redis-py leaves it untyped)
             await asyncio.sleep(RETRY_EVERY)
 
     # -- failing open --------------------------------------------------------------------------------
