@@ -186,7 +186,7 @@ class SharedState:
             return
         if not self.up:
             self.up = True
-            self._log.info("shared_state_restored")
+            self._log.warning("shared_state_restored")  # at the level of the message it answers
         for backend, snapshot in snapshots.items():
             self._apply(backend, snapshot)
 
