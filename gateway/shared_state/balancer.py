@@ -5,12 +5,15 @@
 replicas). Then:
 - the chosen backend is uncapped, clean and no conversation is pinned → taken locally, no Redis call;
 - otherwise one script call takes a lease on the first eligible of its ranked candidates (the conversation's
-  backend first if the load guard allows), or says none is eligible anywhere, and refreshes the view;
+  backend first if the load guard allows), or says none is eligible anywhere, and refreshes the view. Redis is
+  asked even when the local view finds every backend busy: the view's count of other replicas' requests is
+  only as fresh as the last news, and releases are published only while somebody waits;
 - Redis unavailable (down, or slower than the deadline) → ``Balancer.acquire`` on the local view: fail open.
 
 The wait queue stays per process. A slot freed on this replica goes to its own first waiter with the lease
-(no barging, as without Redis). A slot freed on another replica (its release is published) wakes this
-replica's first waiter for that backend, which tries for it; waiters also look again every ``lease_ttl / 3``,
+(no barging, as without Redis). A slot freed on another replica wakes this replica's first waiter for that
+backend, which tries for it (a refused acquire tells Redis somebody waits, and from then on, for a lease TTL,
+releases of that backend are published); waiters also look again every ``lease_ttl / 3``,
 since a dead replica's leases expire silently. Across replicas there is no global FIFO: whichever replica's
 waiter asks first gets the slot. A global ticket queue would cost a Redis round trip per waiter per freed
 slot, and a dead replica's tickets would hold everyone up until they expired.
@@ -97,15 +100,20 @@ class SharedBalancer(Balancer):
             preferred = None
         if conversation is not None and any(c.name in tried for c in candidates):
             conversation = None  # a failover: the pin is not the point any more, any free backend will do
-        while True:
+        while True:  # each turn asks Redis at most once, then waits for news
             skipped: dict[str, str] = {}
             state = self._choose(candidates, tried, skipped, preferred)
             if state is not None and not shared.needs_call(self._candidates[state.name], conversation):
                 state.start_request(self.now())
                 return SharedLease(self, state, skipped or None, None, None)
             untried = [c for c in candidates if c.name not in tried]
-            if state is not None:
-                got = await shared.acquire(self._ranked(state, untried), conversation)
+            if state is None and (refusal := self._refusal(untried)) is not None:
+                raise refusal  # cooling, ejected or unhealthy everywhere: no use asking or waiting
+            ranked = self._ranked(state, untried)
+            if ranked:
+                # Redis decides, also when the local view thinks every backend busy: its count of the other
+                # replicas' requests is only as fresh as the last news.
+                got = await shared.acquire(ranked, conversation)
                 if got is None:  # Redis failed us just now: this request is decided locally
                     return await self._local(candidates, tried, preferred, deadline)
                 lease_id, acquired = got
@@ -115,11 +123,11 @@ class SharedBalancer(Balancer):
                     taken = self.by_name[acquired.backend]
                     taken.start_request(self.now())
                     return SharedLease(self, taken, skipped or None, acquired.affinity, lease_id)
+                # Nothing eligible anywhere. Wait for news (a release here, or one published by another
+                # replica now that Redis knows somebody waits) before asking again: no busy loop.
                 preferred = acquired.pinned if acquired.pinned not in tried else None
-                continue  # the view is fresh now: nothing eligible anywhere, so the checks below apply
-            refusal = self._refusal(untried)
-            if refusal is not None:
-                raise refusal
+                if (refusal := self._refusal(untried)) is not None:
+                    raise refusal
             # Every untried backend is healthy but at its max_concurrency, counting every replica: queue.
             pinned = self._worth_waiting_for(preferred, candidates) if preferred is not None else None
             accepts = frozenset((pinned.name,)) if pinned is not None else frozenset(s.name for s in untried)
@@ -133,7 +141,7 @@ class SharedBalancer(Balancer):
             if isinstance(waited, BackendState):
                 affinity = None if preferred is None else ("hit" if waited.name == preferred else "moved")
                 return SharedLease(self, waited, skipped or None, affinity, self._handed_lease(waited.name))
-            # True (look again) or False (the deadline, checked above, or just the time to look again).
+            # True (news: look again) or False (time to look again, or the deadline, checked above).
 
     async def _local(
         self, candidates: Sequence[BackendState], tried: Sequence[str], preferred: str | None, deadline: float
@@ -146,13 +154,16 @@ class SharedBalancer(Balancer):
     def _handed_lease(self, name: str) -> str | None:
         return self._handoffs[name].popleft() if self._handoffs[name] else None
 
-    def _ranked(self, chosen: BackendState, untried: list[BackendState]) -> list[Candidate]:
-        """The chosen backend first, then every other one the local view finds eligible, best first."""
+    def _ranked(self, chosen: BackendState | None, untried: list[BackendState]) -> list[Candidate]:
+        """What Redis may choose from, best first: the locally chosen backend, then every other healthy one
+        (busy or not: Redis counts the slots), by priority and load."""
         now = self.now()
         others = sorted(
-            (s for s in untried if s is not chosen and s.available(now)), key=lambda s: (s.priority, self.load(s))
+            (s for s in untried if s is not chosen and s.condition(now) is BackendCondition.HEALTHY),
+            key=lambda s: (s.priority, self.load(s)),
         )
-        return [self._candidates[chosen.name], *(self._candidates[s.name] for s in others)]
+        first = [self._candidates[chosen.name]] if chosen is not None else []
+        return [*first, *(self._candidates[s.name] for s in others)]
 
     # -- the shared view -----------------------------------------------------------------------------
 
@@ -170,13 +181,15 @@ class SharedBalancer(Balancer):
         state.ejections = snapshot.ejections
         state.ejected_until = now + snapshot.ejected if snapshot.ejections else 0.0
         state.probe_in_flight = snapshot.probe_held
-        # in_flight counts this process's requests itself; add those of the others (all leases but ours).
-        mine = sum(1 for backend in shared.held.values() if backend == name)
+        # in_flight counts this process's requests itself; add those of the others: all leases but ours (held,
+        # or being given back: a release on its way may not have reached Redis when this was read).
+        mine = sum(1 for backend in shared.held.values() if backend == name) + shared.releasing.get(name, 0)
         others = max(snapshot.leases - mine, 0) if state.max_concurrency is not None else 0
         state.in_flight += others - self._others[name]
         self._others[name] = others
-        if not taken and self.queue.anyone_for(name) and state.available(now):
-            # A slot freed elsewhere (or the backend recovered): the first waiter that can use it tries for it.
+        if not taken and self.queue.anyone_for(name) and state.condition(now) is BackendCondition.HEALTHY:
+            # Perhaps a slot freed elsewhere (or the backend recovered): the first waiter that can use it asks
+            # Redis (the view's count of other replicas' requests is only an estimate).
             waiter = self.queue.next_for(name)
             if waiter is not None and not waiter.future.done():
                 waiter.future.set_result(True)

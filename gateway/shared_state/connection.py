@@ -74,15 +74,18 @@ class EntraRedisCredentials(CredentialProvider):
     def seconds_until_refresh(self) -> float:
         return max(self._expires_on - self._margin - self._wall(), 1.0)
 
+    async def refresh(self, redis: Redis) -> None:
+        """Fetch the next token and AUTH every pooled connection with it (idle ones now, busy ones when done)."""
+        await self.fetch()
+        token = SimpleToken(self._token, self._expires_on * 1000, self._wall() * 1000, {"oid": self._username})
+        await redis.connection_pool.re_auth_callback(token)
+
     async def refresh_forever(self, redis: Redis) -> None:
-        """Before each token ends: fetch the next, and AUTH every pooled connection with it."""
+        """Before each token ends, ``refresh``."""
         while True:
             await asyncio.sleep(self.seconds_until_refresh())
             try:
-                await self.fetch()
-                token = SimpleToken(self._token, self._expires_on * 1000, self._wall() * 1000,
-                                    {"oid": self._username})
-                await redis.connection_pool.re_auth_callback(token)
+                await self.refresh(redis)
             except Exception as exc:  # noqa: BLE001 - a failed refresh is retried; requests fail open meanwhile
                 get_logger().warning("shared_state_token_refresh_failed", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(30.0)

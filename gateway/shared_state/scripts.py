@@ -7,7 +7,9 @@ Key layout (``{gw}`` is the hash tag: every key lands in one cluster slot, so a 
   ``gl`` the lease holding it, ``gk`` its kind (``h`` half-open breaker probe, ``c`` first try after a cooldown)
 - ``{gw}:v1:l:<backend>``  sorted set of leases (requests in flight), scored by expiry
 - ``{gw}:v1:a:<conversation>``  string: the backend the conversation's last turn went to, with a TTL
-- ``{gw}:v1:events``  pub/sub channel: a backend's new state after a release, so other replicas' caches follow
+- ``{gw}:v1:w:<backend>``  set (with the lease TTL) while some replica has requests waiting for the backend
+- ``{gw}:v1:events``  pub/sub channel: a backend's new state after a release that changed it or freed a slot
+  somebody waits for, so the other replicas' views follow (and their waiters try for the slot)
 
 Times are the Redis server's own (``TIME``, milliseconds), never a replica's clock; scripts return durations
 ("cooling for 4.2 s"), which each replica adds to its own monotonic clock.
@@ -58,7 +60,8 @@ end
 """
 
 ACQUIRE = _PRELUDE + """
--- KEYS: affinity key, then state hash and lease set of each candidate, in the caller's order of preference.
+-- KEYS: affinity key, then state hash, lease set and waiting flag of each candidate, in the caller's order of
+-- preference.
 -- ARGV: lease id, lease ttl ms, affinity ttl ms, has affinity (0/1), n, then name, max (0: none), weight,
 --       priority for each candidate.
 -- Takes the conversation's backend if it is eligible and no busier than the least busy eligible backend of
@@ -69,7 +72,7 @@ local lease, ttl, aff_ttl, has_aff, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARG
 local states, eligible, gates = {}, {}, {}
 local best_prio, best_load = nil, nil
 for i = 1, n do
-  local s = read(KEYS[2 * i], KEYS[2 * i + 1])
+  local s = read(KEYS[3 * i - 1], KEYS[3 * i])
   states[i] = s
   local max, weight, prio = tonumber(ARGV[5 + 4 * i - 2]), tonumber(ARGV[5 + 4 * i - 1]), tonumber(ARGV[5 + 4 * i])
   local gate = gate_needed(s)
@@ -106,16 +109,20 @@ if pick == 0 then
 end
 if pick > 0 then
   local s = states[pick]
-  redis.call('ZADD', KEYS[2 * pick + 1], now + ttl, lease)
-  redis.call('PEXPIRE', KEYS[2 * pick + 1], ttl * 2)
+  redis.call('ZADD', KEYS[3 * pick], now + ttl, lease)
+  redis.call('PEXPIRE', KEYS[3 * pick], ttl * 2)
   s.n = s.n + 1
   if gates[pick] ~= '' then
-    redis.call('HSET', KEYS[2 * pick], 'g', now + ttl, 'gl', lease, 'gk', gates[pick])
+    redis.call('HSET', KEYS[3 * pick - 1], 'g', now + ttl, 'gl', lease, 'gk', gates[pick])
     s.g = now + ttl
   end
   if has_aff then
     redis.call('SET', KEYS[1], ARGV[5 + 4 * pick - 3], 'PX', aff_ttl)
   end
+end
+if pick == 0 then
+  -- Somebody will wait: releases of these backends are published until the waiters stop asking.
+  for i = 1, n do redis.call('SET', KEYS[3 * i + 1], '1', 'PX', ttl) end
 end
 local out = {pick, outcome, pinned or ''}
 for i = 1, n do
@@ -125,8 +132,10 @@ return out
 """
 
 RELEASE = _PRELUDE + """
--- KEYS: state hash, lease set.  ARGV: lease id (may be ''), breaker effect, cooldown ms (0: none), eject after
--- failures, eject base ms, eject max ms, backend name, channel to publish the new state on ('' for none).
+-- KEYS: state hash, lease set, waiting flag.  ARGV: lease id (may be ''), breaker effect, cooldown ms (0: none),
+-- eject after
+-- failures, eject base ms, eject max ms, backend name, channel to publish the new state on ('' for none), and
+-- who is asking (the publisher skips its own message: it has the snapshot already).
 -- Breaker effects: ok (a success or the client's own error: the backend is fine), failed (a connection error,
 -- timeout or 5xx: counts toward ejection), neutral (decides nothing: throttled, or cancelled). A cooldown
 -- (a 429, or a 503 with a retry hint) is kept whatever the effect. Frees the lease and, if this lease held
@@ -147,10 +156,12 @@ if cooldown > 0 then
   s.rec = 1
   redis.call('HSET', st, 'cd', s.cd, 'rec', 1)
 end
+local changed = was_probe or cooldown > 0 or effect == 'failed'
 if effect == 'ok' then
   if s.f ~= 0 or s.ej ~= 0 or s.rec ~= 0 then
     redis.call('HSET', st, 'f', 0, 'ej', 0, 'rec', 0)
     s.f, s.ej, s.rec = 0, 0, 0
+    changed = true
   end
 elseif effect == 'failed' then
   s.f = s.f + 1
@@ -163,8 +174,9 @@ elseif effect == 'failed' then
   end
 end
 local snap = snapshot(s)
-if ARGV[8] ~= '' then
-  redis.call('PUBLISH', ARGV[8], ARGV[7] .. ' ' .. table.concat(snap, ' '))
+-- Published when other replicas need to know: the state changed, or a slot freed while someone waits.
+if ARGV[8] ~= '' and (changed or (lease ~= '' and redis.call('EXISTS', KEYS[3]) == 1)) then
+  redis.call('PUBLISH', ARGV[8], ARGV[7] .. ' ' .. table.concat(snap, ' ') .. ' ' .. ARGV[9])
 end
 return snap
 """

@@ -63,6 +63,7 @@ class SharedState:
         self.up = True
         self.views: dict[str, BackendSnapshot] = {}
         self.held: dict[str, str] = {}  # lease id → backend: this replica's leases in Redis, renewed
+        self.releasing: dict[str, int] = {}  # backend → releases of its leases sent and not yet answered
         self.fallbacks: dict[str, int] = {}  # reason → requests decided on the local view
         self._replica = os.urandom(6).hex()
         self._serial = 0
@@ -119,15 +120,21 @@ class SharedState:
             return
         if not self.up:
             return  # the lease expires by itself; the outcome stays local
+        if lease is not None:
+            self.releasing[backend] = self.releasing.get(backend, 0) + 1
         self._spawn(self._release(backend, lease, effect, cooldown or 0.0))
 
     async def _release(self, backend: str, lease: str | None, effect: str, cooldown: float) -> None:
         try:
             async with asyncio.timeout(max(self.deadline, 1.0)):
-                snapshot = await self.store.release(backend, lease, effect, breaker=self.breaker, cooldown=cooldown)
+                snapshot = await self.store.release(backend, lease, effect, breaker=self.breaker,
+                                                    cooldown=cooldown, origin=self._replica)
         except (StoreUnavailable, TimeoutError) as exc:
             self._went_down(exc)
             return
+        finally:
+            if lease is not None:
+                self.releasing[backend] -= 1
         self._apply(backend, snapshot)
 
     # -- keeping the view fresh ----------------------------------------------------------------------
@@ -179,7 +186,7 @@ class SharedState:
             return
         if not self.up:
             self.up = True
-            self._log.info("shared_state_restored")
+            self._log.warning("shared_state_restored")  # at the level of the message it answers
         for backend, snapshot in snapshots.items():
             self._apply(backend, snapshot)
 
@@ -191,13 +198,13 @@ class SharedState:
                 await pubsub.subscribe(self.store.channel)
                 async for message in pubsub.listen():
                     event = parse_event(message["data"])
-                    if event is not None:
-                        self._apply(*event)
+                    if event is not None and event[2] != self._replica:  # our own: applied already
+                        self._apply(event[0], event[1])
             except Exception as exc:  # noqa: BLE001 - any Redis trouble: the periodic refresh keeps the view
                 self._log.debug("shared_state_events_lost", error=f"{type(exc).__name__}: {exc}")
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # (redis-py leaves it untyped)
             await asyncio.sleep(RETRY_EVERY)
 
     # -- failing open --------------------------------------------------------------------------------

@@ -222,3 +222,18 @@ async def test_redis_killed_mid_run_fails_no_request_and_slows_none_past_the_dea
     for log in logs:
         events = [json.loads(line)["event"] for line in log.read_text().splitlines() if line.startswith("{")]
         assert events.count("shared_state_unavailable") == 1, events
+
+
+async def test_workers_of_one_gateway_share_the_state_too(redis, tmp_path):
+    throttled = FakeUpstream(name="throttled", default=throttled_ms(5000))
+    healthy = FakeUpstream(name="healthy")
+    async with throttled.serve(), healthy.serve():
+        upstreams = [backend("throttled", throttled), backend("healthy", healthy)]
+        async with replicas(upstreams, redis, tmp_path, count=1, workers="3", routing="round_robin") as (gateway,):
+            for _ in range(12):
+                # A connection of its own each time, so the kernel spreads them over the workers (SO_REUSEPORT).
+                async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="x",
+                                              max_retries=0) as client:
+                    raw = await client.chat.completions.with_raw_response.create(model="m", messages=hi("x"))
+                    assert raw.headers["x-gateway-backend"] == "healthy"
+    assert throttled.chat_count == 1  # each worker's first request would go there without shared state

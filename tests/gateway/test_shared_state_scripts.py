@@ -114,11 +114,11 @@ async def test_release_publishes_the_new_state_for_other_replicas(store):
     pubsub = store.redis.pubsub()
     await pubsub.subscribe(store.channel)
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
-    await store.release("a", None, "neutral", breaker=RULE, cooldown=5)
+    await store.release("a", None, "neutral", breaker=RULE, cooldown=5, origin="replica-1")
     message = await pubsub.get_message(timeout=1)
     await pubsub.aclose()
-    name, snapshot = parse_event(message["data"])
-    assert name == "a" and 4.9 < snapshot.cooling <= 5 and snapshot.recovering
+    name, snapshot, origin = parse_event(message["data"])
+    assert name == "a" and 4.9 < snapshot.cooling <= 5 and snapshot.recovering and origin == "replica-1"
 
 
 async def test_keys_are_versioned_and_hash_tagged_for_one_cluster_slot(store):
@@ -135,3 +135,17 @@ async def test_an_unreachable_server_is_one_error_type(server):
     with pytest.raises(StoreUnavailable):
         await RedisStore(redis).acquire([A], "l1", 10)
     await redis.aclose()
+
+
+async def test_a_freed_slot_is_published_only_while_someone_waits_for_it(store):
+    pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(store.channel)
+    await store.acquire([A], "l1", 10)
+    await store.release("a", "l1", "ok", breaker=RULE)
+    assert await pubsub.get_message(timeout=0.2) is None  # nobody waits: no message for every request
+    await store.acquire([A], "l2", 10)
+    assert (await store.acquire([A], "l3", 10)).backend is None  # this one will wait
+    await store.release("a", "l2", "ok", breaker=RULE)
+    message = await pubsub.get_message(timeout=1)
+    await pubsub.aclose()
+    assert message is not None and parse_event(message["data"])[1].leases == 0
