@@ -135,10 +135,33 @@ def evaluate(expression: Any, scope: dict[str, Any]) -> Any:
     return {strip_quotes(key): evaluate(value, scope) for key, value in expression.items()}
 
 
+class _Object(dict):  # type: ignore[type-arg]
+    """A Bicep object inside an interpolation: `item.name` reads its key, as in Bicep."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return _as_bicep(self[name])
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _as_bicep(value: Any) -> Any:
+    if isinstance(value, dict) and not isinstance(value, _Object):
+        return _Object(value)
+    if isinstance(value, list):
+        return [_as_bicep(item) for item in value]
+    return value
+
+
+class _Locals(dict):  # type: ignore[type-arg]
+    def __getitem__(self, name: str) -> Any:
+        return _as_bicep(super().__getitem__(name))
+
+
 def _interpolate(text: str, scope: dict[str, Any]) -> str:
     # The expressions we interpolate (`i + 1`, `names[i]`, `server.properties.fqdn`) read the same in Python.
     def replace(match: re.Match[str]) -> str:
-        value = eval(match.group(1), {"__builtins__": {}}, scope)
+        value = eval(match.group(1), {"__builtins__": {}}, _Locals(scope))
         return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
     return _INTERPOLATION.sub(replace, text)

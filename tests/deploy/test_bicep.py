@@ -4,6 +4,7 @@ main.bicep, azd's conventions (tags, outputs), and every app configured with exa
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,19 +199,38 @@ def test_gateway_literal_settings() -> None:
     assert env["AZURE_CLIENT_ID"] == "00000000-0000-0000-0000-000000000001"
 
 
-def gateway_backends_json(llama_count: int, instances: list[dict[str, str]]) -> str:
+def gateway_backends_json(
+    llama_count: int,
+    instances: list[dict[str, str]],
+    existing: list[dict[str, str]] | None = None,
+    location: str = "",
+) -> str:
     """Evaluate gateway-backends.bicep the way main.bicep calls it, with made-up addresses."""
+    existing = existing or []
     path = bicep.module_calls(MAIN)["gatewayBackends"]["path"]
-    main_scope = scope_of(MAIN, llamaBackendCount=llama_count, openAiInstances=instances)
+    main_scope = scope_of(
+        MAIN,
+        llamaBackendCount=llama_count,
+        openAiInstances=instances,
+        openAiExisting=existing,
+        openAiLocation=location,
+    )
     passed = bicep.module_calls(MAIN)["gatewayBackends"]["params"]
     fqdns = [f"ca-llama-{i + 1}-abc.internal.example.azurecontainerapps.io" for i in range(llama_count)]
-    endpoints = [f"https://oai-{inst['name']}-abc.openai.azure.com/" for inst in instances]
+    created = main_scope["openAiCreated"]
+    endpoints = [f"https://oai-{inst['name']}-abc.openai.azure.com/" for inst in created]
+    existing_endpoints = [f"https://{account['accountName']}.openai.azure.com/" for account in existing]
+    module_outputs = {"llamaFqdns", "openAiEndpoints", "openAiExistingEndpoints"}
     params = {
-        name: evaluate(value, main_scope)
-        for name, value in passed.items()
-        if name not in {"llamaFqdns", "openAiEndpoints"}
+        name: evaluate(value, main_scope) for name, value in passed.items() if name not in module_outputs
     }
-    scope = scope_of(path, llamaFqdns=fqdns, openAiEndpoints=endpoints, **params)
+    scope = scope_of(
+        path,
+        llamaFqdns=fqdns,
+        openAiEndpoints=endpoints,
+        openAiExistingEndpoints=existing_endpoints,
+        **params,
+    )
     return evaluate(parse(path)["outputs"]["json"]["value"], scope)
 
 
@@ -233,6 +253,62 @@ def test_gateway_backends_from_the_template_are_valid_gateway_settings() -> None
         assert backend.priority > 0
     only_llama = GatewaySettings(backends=gateway_backends_json(2, []), host="0.0.0.0")
     assert [b.name for b in only_llama.backends] == ["llama-1", "llama-2"]
+
+
+def test_azure_openai_created_in_a_region_and_brought_along_become_backends() -> None:
+    from gateway.settings import BackendKind, GatewaySettings
+
+    existing = [{"name": "prod", "resourceGroup": "rg-ai", "accountName": "my-aoai", "deployment": "gpt-4.1"}]
+    backends = gateway_backends_json(1, [], existing=existing, location="swedencentral")
+    settings = GatewaySettings(backends=backends, host="0.0.0.0")
+    assert [b.name for b in settings.backends] == ["llama-1", "aoai-swedencentral", "aoai-prod"]
+    region, prod = settings.backends[1:]
+    assert region.kind is prod.kind is BackendKind.AZURE
+    assert region.deployment == scope_of(MAIN)["openAiDeploymentName"]
+    assert prod.deployment == "gpt-4.1" and prod.url.rstrip("/") == "https://my-aoai.openai.azure.com"
+    assert region.api_key is None and prod.api_key is None
+    # The role for the gateway is assigned in the account's own resource group.
+    call = bicep.module_calls(MAIN)["openAiExistingAccess"]
+    assert call["loop"] is not None
+    scope_call = parse(MAIN)["modules"]["openAiExistingAccess"]["config"]["config"]["scope"]["function"]
+    assert scope_call["type"] == "resource_group"
+    arguments = [
+        evaluate(a, {"account": existing[0]}) for a in scope_call["parameters"].values() if a is not None
+    ]
+    assert arguments == ["rg-ai"]
+
+
+def test_the_openai_region_list_offers_only_real_regions_and_none() -> None:
+    allowed = bicep.decorators(declared_params(MAIN)["openAiLocation"])["allowed"]
+    assert allowed[0] == "" and len(allowed) == len(set(allowed)) > 10
+    assert all(re.fullmatch(r"[a-z]+[0-9]?", region) for region in allowed[1:])
+    metadata = bicep.decorators(declared_params(MAIN)["openAiLocation"])["metadata"]["azd"]
+    model = scope_of(MAIN)["openAiModelName"]
+    assert metadata["type"] == "location"
+    assert metadata["usageName"] == [f"OpenAI.GlobalStandard.{model},{scope_of(MAIN)['openAiCapacity']}"]
+
+
+def walk(tree: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(tree, dict):
+        yield tree
+        for value in tree.values():
+            yield from walk(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from walk(value)
+
+
+@pytest.mark.parametrize("path", bicep.bicep_files(), ids=lambda p: str(p.relative_to(bicep.BICEP_DIR)))
+def test_no_construct_bicep_or_checkov_rejects(path: Path) -> None:
+    """A `for` inside a function call is Bicep error BCP138; a lambda is valid Bicep that checkov cannot parse."""
+    for node in walk(parse(path)):
+        function = node.get("function")
+        if isinstance(function, dict):
+            for argument in (function.get("parameters") or {}).values():
+                assert not (isinstance(argument, dict) and "loop_type" in argument), (
+                    f"{path.name}: for in a call"
+                )
+        assert node.get("type") != "lambda_expression", f"{path.name}: a lambda (checkov cannot parse it)"
 
 
 def llama_args(cores: int):  # noqa: ANN201 - argparse.Namespace
