@@ -73,3 +73,46 @@ def test_telemetry_exports_to_application_insights(monkeypatch: pytest.MonkeyPat
     assert options["connection_string"].startswith("InstrumentationKey=")
     assert options["resource"].attributes["service.name"] == "chat"
     assert "http_client" in telemetry.client_options()
+
+
+def test_the_database_url_of_the_template_makes_asyncpg_verify_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sslmode=verify-full (DATABASE_URL) with PGSSLROOTCERT (the template sets the image's CA bundle): asyncpg
+    checks the certificate chain and the host name, and needs no ~/.postgresql/root.crt."""
+    import ssl
+
+    from asyncpg import connect_utils
+    from sqlalchemy.engine import make_url
+
+    from chat_client.settings import load_settings
+    from tests.deploy import bicep
+
+    env = {item["name"]: item["value"] for item in bicep.app_env("chat") if "value" in item}
+    monkeypatch.setenv("PGSSLROOTCERT", env["PGSSLROOTCERT"])
+    monkeypatch.setenv("HOME", "/nonexistent")  # no ~/.postgresql to fall back on
+    url = "postgresql://id-chat-abc@psql-abc.postgres.database.azure.com:5432/chat?sslmode=verify-full"
+    settings = load_settings(database_url=url, database_azure_auth=True, dev_mode=True)
+    query = dict(make_url(settings.resolved_database_url).query)
+    assert query == {"ssl": "verify-full"}  # what SQLAlchemy hands asyncpg.connect(ssl=...)
+    addresses, params = connect_utils._parse_connect_dsn_and_args(
+        dsn=None,
+        host="psql-abc.postgres.database.azure.com",
+        port=5432,
+        user="id-chat-abc",
+        password=None,
+        passfile=None,
+        database="chat",
+        ssl=query["ssl"],
+        service=None,
+        servicefile=None,
+        direct_tls=None,
+        server_settings=None,
+        target_session_attrs=None,
+        krbsrvname=None,
+        gsslib=None,
+    )
+    context = params.ssl
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 50  # the bundle was loaded
