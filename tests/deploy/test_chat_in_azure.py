@@ -83,9 +83,9 @@ def test_the_database_url_of_the_template_makes_asyncpg_verify_the_server(
     import ssl
 
     from asyncpg import connect_utils
+    from chat_client.settings import load_settings
     from sqlalchemy.engine import make_url
 
-    from chat_client.settings import load_settings
     from tests.deploy import bicep
 
     env = {item["name"]: item["value"] for item in bicep.app_env("chat") if "value" in item}
@@ -95,7 +95,7 @@ def test_the_database_url_of_the_template_makes_asyncpg_verify_the_server(
     settings = load_settings(database_url=url, database_azure_auth=True, dev_mode=True)
     query = dict(make_url(settings.resolved_database_url).query)
     assert query == {"ssl": "verify-full"}  # what SQLAlchemy hands asyncpg.connect(ssl=...)
-    addresses, params = connect_utils._parse_connect_dsn_and_args(
+    _addresses, params = connect_utils._parse_connect_dsn_and_args(
         dsn=None,
         host="psql-abc.postgres.database.azure.com",
         port=5432,
