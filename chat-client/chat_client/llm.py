@@ -31,6 +31,7 @@ import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 
 from chat_client.settings import ChatSettings, ModelAPI
+from chat_client.telemetry import client_options
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
     credential = None
     client: AsyncOpenAI
     target: str | None
-    common = {"timeout": settings.request_timeout, "max_retries": 0}
+    common = {"timeout": settings.request_timeout, "max_retries": 0, **client_options()}
     if settings.openai_host in ("azure", "azure_custom"):
         auth: dict[str, object]
         if settings.azure_openai_api_key is not None:
