@@ -25,10 +25,10 @@ from gateway.readiness import Readiness
 from gateway.responses.owners import ResponseOwners
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
-from gateway.transports import create_transport
 from gateway.shared_state.balancer import SharedBalancer
 from gateway.shared_state.context import shared_state_ctx
 from gateway.telemetry import Telemetry, telemetry_from_environment
+from gateway.transports import create_transport
 from gateway.upstream import UpstreamClient
 
 
