@@ -1,5 +1,5 @@
 # The two commands of the README. Both install what they need themselves (scripts/bootstrap.sh).
-.PHONY: up test bench bench-llamacpp bench-affinity bootstrap
+.PHONY: up test bench bench-llamacpp bench-scaling bench-affinity bootstrap
 
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
@@ -19,10 +19,15 @@ bench:
 	@scripts/bootstrap.sh --bench
 	@.venv/bin/python -m bench $(BENCH_ARGS)
 
-# Real llama.cpp: scaling over two backends, and conversation affinity vs round robin.
+# Real llama.cpp: llama-server vs llama-cpp-python under many chats, and affinity vs round robin on llama-server.
 bench-llamacpp:
 	@scripts/bootstrap.sh
 	@.venv/bin/python -m bench.llamacpp $(BENCH_ARGS)
+
+# Real llama.cpp (llama-cpp-python): the gateway's overhead, and what a second backend buys.
+bench-scaling:
+	@scripts/bootstrap.sh
+	@.venv/bin/python -m bench.scaling $(BENCH_ARGS)
 
 bench-affinity:
 	@scripts/bootstrap.sh

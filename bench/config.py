@@ -56,6 +56,8 @@ class RunConfig:
             parts.append(f"--only {','.join(self.targets)}")
         if self.scenarios != SCENARIOS:
             parts.append(f"--scenarios {','.join(self.scenarios)}")
+        if self.throttled_concurrency != 1:
+            parts.append(f"--throttled-concurrency {self.throttled_concurrency}")
         return " ".join(parts)
 
 
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"scenarios, comma-separated (default: {','.join(SCENARIOS)})")
     parser.add_argument("--open-streams", type=_at_least_one, help="streams held open in the memory scenario "
                         "(default 1000)")
+    parser.add_argument("--throttled-concurrency", type=_at_least_one,
+                        help="connections of the throttled scenario (default 1; several spread over workers)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where gateway.md/.png go")
     return parser
 
@@ -114,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> RunConfig:
     args = build_parser().parse_args(argv)
     values = dict(QUICK) if args.quick else {}
-    for name in ("rounds", "duration", "open_streams"):
+    for name in ("rounds", "duration", "open_streams", "throttled_concurrency"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     return RunConfig(

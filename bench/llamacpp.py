@@ -1,23 +1,24 @@
-"""`python -m bench.llamacpp`: what the gateway costs and what a second llama.cpp backend buys.
+"""`python -m bench.llamacpp` (`make bench-llamacpp`): which llama.cpp backend to run, and what affinity buys.
 
-Four setups, the same fixed requests in each (temperature 0, so every setup generates the same tokens):
+Many chats at once, through the gateway, on two llama.cpp backends (the embedded SmolLM2, one thread each):
 
-  1. one backend, called directly;
-  2. the same backend behind the gateway          -> the gateway's overhead;
-  3. two backends behind the gateway              -> the scaling of a second backend;
-  4. two backends, the client splitting the load  -> the best two backends can do on this machine.
+  1. llama-server, affinity     llama.cpp's own server, `--parallel` slots with continuous batching; the
+                                gateway reads the capacity from /props and routes each chat back to its
+                                backend
+  2. llama-server, round robin  the same backends, affinity off, plain round robin
+  3. llama-cpp-python           llama-cpp-python's server, one request at a time (max_concurrency 1), affinity
 
-A CPU control comes first: how much faster two busy processes get through work than one, here and now (a
-virtual machine's two cores may be shared with its neighbours, or with other work).
+Every chat opens with a document and a question, then asks follow-ups (streamed, temperature 0, a random
+think time between turns); every chat opens with its own nonce, so no setup profits from another's caches.
+Measured per setup: aggregate completion tokens per second (all chats' tokens over the rounds' wall time),
+the median time to first token over all turns and over turn 3 and later (where the history is long), and the
+share of prompt tokens the backends found in their cache (`cached_tokens`, read from the gateway's /metrics:
+what it measures of every answer). Everything starts first, then the setups take turns, round after round, in
+alternating order; the run is bounded (`--budget`): no round starts after it. Printed as markdown and written
+to bench/results/llamacpp.md.
 
-Every backend has the same number of threads (1 by default: on a 2-core machine that is the fair comparison,
-one core per backend). The gateways run as their own processes, as deployed; every server's output goes to
-a file, so no reader in this process competes with them for the cores. Everything starts first, then
-the setups take turns, round after round, so that whatever else the machine is doing weighs on all of them
-alike; each setup's figures pool its rounds. Printed as a markdown table and written to
-bench/results/llamacpp.md.
-
-    python -m bench.llamacpp [--rounds 3] [--requests 12] [--concurrency 4] [--max-tokens 64] [--threads 1]
+    python -m bench.llamacpp [--chats 8] [--turns 5] [--rounds 2] [--parallel 4] [--max-tokens 32]
+                             [--budget 1200]
 """
 
 from __future__ import annotations
@@ -27,96 +28,144 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
-import importlib.metadata
-import math
 import os
 import platform
+import random
+import re
+import signal
+import statistics
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from bench.processes import HOST, Server, ServerFailed, Servers, free_port
 from scripts import services
 from scripts.services import MODEL, Service
 
 RESULTS = Path(__file__).parent / "results" / "llamacpp.md"
-# Fixed, varied prompts that make the model write until max_tokens rather than stop early.
-PROMPTS = (
-    "Write a short story about a lighthouse keeper and a storm.",
-    "Explain how a bicycle works to a ten-year-old.",
-    "Describe a walk through a busy market in the morning.",
-    "Write a letter to a friend about learning to cook.",
-    "Explain why the sky is blue in simple words.",
-    "Describe the life of a honeybee from spring to autumn.",
-    "Write a short story about a robot who learns to paint.",
-    "Explain how trains run on time across a whole country.",
+
+DOCUMENT = (
+    "The lighthouse on the northern cape was built in 1871 from granite quarried two miles inland. Its "
+    "keeper, a former ship's carpenter named Elias Marr, kept a daily log for thirty-one years: the "
+    "weather at dawn and dusk, the ships that passed, the oil burned, and the birds that struck the "
+    "lantern glass during the autumn migration. In the winter of 1893 a storm cut the cape off from the "
+    "village for nineteen days. Marr rationed the oil, burned driftwood in the kitchen stove, and rowed "
+    "out twice to a schooner that had lost its mast, bringing four sailors back to the tower. The log "
+    "records that they played cards by lamplight and that one of them, a boy from Bergen, carved a small "
+    "wooden whale that still sits on the windowsill of the watch room. When the lighthouse was automated "
+    "in 1962 the log books went to the county archive, where historians use them to date the arrival of "
+    "the swallows and the slow retreat of the sea ice along the coast. "
+)
+QUESTIONS = (
+    "Summarise the document in two sentences.",
+    "Who was Elias Marr and what did he record?",
+    "What happened in the winter of 1893?",
+    "What is on the windowsill of the watch room?",
+    "Why do historians use the log books?",
 )
 
 
 @dataclass
-class Result:
-    setup: str
-    backends: int
-    urls: tuple[str, ...]  # several: the client itself splits the requests evenly over them
-    requests: int = 0
+class Setup:
+    name: str
+    backends: str  # "2 × 4 slots"
+    gateway: Service
+    ttft: dict[int, list[float]] = field(default_factory=dict)  # turn (1-based) -> seconds
     completion_tokens: int = 0
     wall_seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+    cached_tokens: float = 0.0
+    prompt_tokens: float = 0.0
+    reports_cache: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"{self.gateway.base_url}/v1"
 
     @property
     def tokens_per_second(self) -> float:
-        return self.completion_tokens / self.wall_seconds
+        return self.completion_tokens / self.wall_seconds if self.wall_seconds else 0.0
 
-    def latency_percentile(self, p: float) -> float:
-        """Nearest rank: the smallest latency with at least p% of the requests at or below it."""
-        ordered = sorted(self.latencies)
-        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+    def median_ttft(self, first_turn: int = 1) -> float | None:
+        values = [t for turn, ts in self.ttft.items() if turn >= first_turn for t in ts]
+        return statistics.median(values) if values else None
+
+    @property
+    def prompt_reuse(self) -> float | None:
+        return self.cached_tokens / self.prompt_tokens if self.reports_cache and self.prompt_tokens else None
 
 
-async def run_load(result: Result, *, requests: int, concurrency: int, max_tokens: int, timeout: float,
-                   record: bool = True) -> None:
-    """Send `requests` chat completions to the setup, at most `concurrency` at a time, and add them up."""
-    share = math.ceil(concurrency / len(result.urls))
-    gates = [asyncio.Semaphore(share) for _ in result.urls]
-    latencies: list[float] = []
-    tokens = 0
-
-    async def one(client: AsyncOpenAI, gate: asyncio.Semaphore, prompt: str) -> None:
-        nonlocal tokens
-        async with gate:
-            started = time.perf_counter()
-            completion = await client.chat.completions.create(
-                model=MODEL,
-                messages=[{"role": "user", "content": prompt}],
-                max_tokens=max_tokens,
-                temperature=0,
-            )
-            latencies.append(time.perf_counter() - started)
-            tokens += completion.usage.completion_tokens if completion.usage else 0
-
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(
-                AsyncOpenAI(base_url=url, api_key="bench", max_retries=0, timeout=timeout)
-            )
-            for url in result.urls
-        ]
-        n = len(clients)
+async def one_chat(client: AsyncOpenAI, setup: Setup, args: argparse.Namespace, rng: random.Random,
+                   record: bool) -> None:
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system",
+         "content": f"Session {uuid.uuid4().hex[:12]}. You answer questions about the document."},
+        {"role": "user", "content": f"Here is a document.\n\n{DOCUMENT}\n\n{QUESTIONS[0]}"},
+    ]
+    for turn in range(1, args.turns + 1):
         started = time.perf_counter()
-        async with asyncio.timeout(timeout):
-            await asyncio.gather(*(one(clients[i % n], gates[i % n], PROMPTS[i % len(PROMPTS)])
-                                   for i in range(requests)))
+        first_token = None
+        pieces: list[str] = []
+        try:
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=messages, max_tokens=args.max_tokens, temperature=0, stream=True
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    if first_token is None:
+                        first_token = time.perf_counter() - started
+                    pieces.append(chunk.choices[0].delta.content)
+        except Exception as error:  # noqa: BLE001 - any failure is counted and shown, the run goes on
+            setup.failures += record
+            print(f"    {setup.name}: turn {turn} failed: {error}", file=sys.stderr)
+            return
+        if record:
+            setup.completion_tokens += len(pieces)  # one token per streamed chunk, from both servers
+            if first_token is not None:
+                setup.ttft.setdefault(turn, []).append(first_token)
+        messages.append({"role": "assistant", "content": "".join(pieces) or "…"})
+        messages.append({"role": "user", "content": QUESTIONS[turn % len(QUESTIONS)]})
+        # People read the answer and type: turns of different chats do not arrive in lockstep.
+        await asyncio.sleep(rng.uniform(0, args.think))
+
+
+async def cache_counters(session: aiohttp.ClientSession, setup: Setup) -> tuple[float, float, bool]:
+    """Cached and prompt token totals of all backends (gateway /metrics); whether any reported a cache."""
+    async with session.get(f"{setup.gateway.base_url}/metrics") as response:
+        text = await response.text()
+    totals = {"cached": 0.0, "prompt": 0.0}
+    seen_cached = False
+    pattern = r'^gateway_tokens_total\{backend="[^"]*",type="(cached|prompt)"\} (\S+)$'
+    for kind, value in re.findall(pattern, text, re.MULTILINE):
+        totals[kind] += float(value)
+        seen_cached |= kind == "cached"
+    return totals["cached"], totals["prompt"], seen_cached
+
+
+async def run_round(setup: Setup, args: argparse.Namespace, session: aiohttp.ClientSession, seed: int,
+                    record: bool = True) -> None:
+    rng = random.Random(seed)  # the same think times for every setup in a round
+    cached_before, prompt_before, _ = await cache_counters(session, setup)
+    client = AsyncOpenAI(base_url=setup.url, api_key="bench", max_retries=0, timeout=args.round_timeout)
+    async with client:
+        started = time.perf_counter()
+        async with asyncio.timeout(args.round_timeout):
+            await asyncio.gather(*(one_chat(client, setup, args, random.Random(rng.random()), record)
+                                   for _ in range(args.chats)))
         wall = time.perf_counter() - started
     if record:
-        result.requests += requests
-        result.completion_tokens += tokens
-        result.wall_seconds += wall
-        result.latencies += latencies
+        cached, prompt, reports = await cache_counters(session, setup)
+        setup.wall_seconds += wall
+        setup.cached_tokens += cached - cached_before
+        setup.prompt_tokens += prompt - prompt_before
+        setup.reports_cache |= reports
 
 
 def as_server(service: Service, log_dir: Path) -> Server:
@@ -127,40 +176,56 @@ def as_server(service: Service, log_dir: Path) -> Server:
     )
 
 
-async def run(args: argparse.Namespace, log_dir: Path) -> list[Result]:
-    """Start everything, then run the setups in turns; the servers are stopped however this ends."""
-    llama = [services.llama_backend(f"llama-{i}", host=HOST, port=free_port(), threads=args.threads)
-             for i in (1, 2)]
-    # Two gateways, one in front of llama-1 alone, one in front of both; an idle backend costs no CPU.
-    gateways = [
-        replace(services.gateway(host=HOST, port=free_port(), backends=llama[:1]), name="gateway-1"),
-        replace(services.gateway(host=HOST, port=free_port(), backends=llama), name="gateway-2"),
+def plan(args: argparse.Namespace) -> tuple[list[Service], list[Setup]]:
+    servers = [services.llama_server(f"server-{i}", host=HOST, port=free_port(), threads=1,
+                                     parallel=args.parallel) for i in (1, 2)]
+    python = [services.llama_backend(f"python-{i}", host=HOST, port=free_port(), threads=1) for i in (1, 2)]
+    affinity = services.gateway(host=HOST, port=free_port(), backends=servers)
+    round_robin = services.gateway(host=HOST, port=free_port(), backends=servers)
+    round_robin = replace(round_robin, env={**round_robin.env, "GATEWAY_AFFINITY": "off",
+                                            "GATEWAY_ROUTING": "round_robin"})
+    plain = services.gateway(host=HOST, port=free_port(), backends=python)
+    setups = [
+        Setup("llama-server, affinity", f"2 × {args.parallel} slots",
+              replace(affinity, name="gateway-affinity")),
+        Setup("llama-server, round robin", f"2 × {args.parallel} slots",
+              replace(round_robin, name="gateway-rr")),
+        Setup("llama-cpp-python", "2 × 1 slot", replace(plain, name="gateway-python")),
     ]
-    results = [
-        Result("1 backend, direct", 1, (f"{llama[0].base_url}/v1",)),
-        Result("1 backend, via gateway", 1, (f"{gateways[0].base_url}/v1",)),
-        Result("2 backends, via gateway", 2, (f"{gateways[1].base_url}/v1",)),
-        # The control: what two backends give at best on this machine, the client splitting the load itself.
-        Result("2 backends, direct (client splits)", 2, tuple(f"{b.base_url}/v1" for b in llama)),
-    ]
+    # The same for all: no request line per request, and no refusal of a request that waits long for a slot
+    # (the one-slot backends queue 8 chats' turns: what that costs shows in the TTFT, not as 429s).
+    common = {"GATEWAY_LOG_LEVEL": "warning", "GATEWAY_QUEUE_TIMEOUT": str(args.round_timeout)}
+    for setup in setups:
+        setup.gateway = replace(setup.gateway, env={**setup.gateway.env, **common})
+    return [*servers, *python], setups
+
+
+async def run(args: argparse.Namespace, log_dir: Path) -> list[Setup]:
+    backends, setups = plan(args)
+    deadline = time.monotonic() + args.budget
     async with Servers() as servers, aiohttp.ClientSession() as session:
-        for stage in (llama, gateways):  # the gateways' first health checks find the backends up
+        for stage in (backends, [s.gateway for s in setups]):
             print("==> starting " + ", ".join(s.name for s in stage), flush=True)
             failures = await servers.start([as_server(s, log_dir) for s in stage], session)
             if failures:
                 raise ServerFailed("\n".join(str(f) for f in failures.values()))
         print("==> warming up", flush=True)
-        for result in results:
-            # Not counted: first requests page the model in and fill each backend's caches.
-            await run_load(result, requests=2 * result.backends, concurrency=2 * result.backends,
-                           max_tokens=8, timeout=args.timeout, record=False)
-        for round_number in range(1, args.rounds + 1):
-            for result in results:
-                await run_load(result, requests=args.requests, concurrency=args.concurrency,
-                               max_tokens=args.max_tokens, timeout=args.timeout)
-            print(f"==> round {round_number}/{args.rounds}: " + ", ".join(
-                f"{r.setup} {r.tokens_per_second:.1f} tokens/s" for r in results), flush=True)
-    return results
+        warm = argparse.Namespace(**{**vars(args), "chats": 2, "turns": 1, "max_tokens": 4})
+        for setup in setups:
+            await run_round(setup, warm, session, seed=0, record=False)
+        args.rounds_done = 0
+        for number in range(1, args.rounds + 1):
+            if time.monotonic() > deadline:
+                print(f"==> budget of {args.budget:g}s spent: stopping after {number - 1} round(s)",
+                      flush=True)
+                break
+            order = setups if number % 2 else list(reversed(setups))
+            for setup in order:
+                await run_round(setup, args, session, seed=number)
+            args.rounds_done = number
+            print(f"==> round {number}/{args.rounds}: " + ", ".join(
+                f"{s.name} {s.tokens_per_second:.1f} tokens/s" for s in setups), flush=True)
+    return setups
 
 
 def _spin(iterations: int) -> float:
@@ -187,89 +252,97 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def verdict(ok: bool) -> str:
-    return "meets the target" if ok else "MISSES the target"
+def _ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-def report(results: list[Result], args: argparse.Namespace, cpu_scaling: list[float]) -> str:
-    direct, via_gateway, two, two_direct = results
-    overhead = 1 - via_gateway.tokens_per_second / direct.tokens_per_second
-    scaling = two.tokens_per_second / via_gateway.tokens_per_second
-    ceiling = two_direct.tokens_per_second / direct.tokens_per_second
+def report(setups: list[Setup], args: argparse.Namespace, cpu_scaling: list[float]) -> str:
+    server, round_robin, python = setups
     rows = [
-        ("| setup | backends × threads | tokens/s | p50 latency | p95 latency | completion tokens "
-        "| wall time |"),
+        ("| setup | backends | completion tokens/s | median TTFT | median TTFT, turn ≥ 3 "
+        "| prompt tokens reused | failed turns |"),
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        rows.append(
-            f"| {r.setup} | {r.backends} × {args.threads} | {r.tokens_per_second:.1f} "
-            f"| {r.latency_percentile(50):.2f} s | {r.latency_percentile(95):.2f} s "
-            f"| {r.completion_tokens} | {r.wall_seconds:.1f} s |"
-        )
-    return "\n".join([
-        "# llama.cpp backends: gateway overhead and scaling",
+    for s in setups:
+        reuse = "—" if s.prompt_reuse is None else f"{s.prompt_reuse:.0%}"
+        rows.append(f"| {s.name} | {s.backends} | {s.tokens_per_second:.1f} | {_ms(s.median_ttft())} "
+                    f"| {_ms(s.median_ttft(3))} | {reuse} | {s.failures} |")
+    lines = [
+        "# llama.cpp backends: llama-server vs llama-cpp-python, and affinity on llama-server",
         "",
-        (f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC with "
-        f"`python -m bench.llamacpp --rounds {args.rounds} --requests {args.requests} "
-        f"--concurrency {args.concurrency} --max-tokens {args.max_tokens} --threads {args.threads}`."),
+        (f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC with `python -m bench.llamacpp "
+        f"--chats {args.chats} --turns {args.turns} --rounds {args.rounds} --parallel {args.parallel} "
+        f"--max-tokens {args.max_tokens}`."),
         "",
-        (f"Machine: {os.cpu_count()} cores ({cpu_model()}); model {MODEL} (Q4_1 GGUF); "
-        f"llama-cpp-python {importlib.metadata.version('llama-cpp-python')}; "
-        f"Python {platform.python_version()}. Every backend has {args.threads} thread(s) and serves one "
-        f"request at a time; the benchmark client and the gateway share the same cores. Non-streaming chat "
-        f"completions, temperature 0, {len(PROMPTS)} fixed prompts in turn; the setups take turns for "
-        f"{args.rounds} round(s) of {args.requests} requests, {args.concurrency} at a time, after an "
-        f"uncounted warm-up."),
+        (f"Machine: {os.cpu_count()} cores ({cpu_model()}); model {MODEL} (Q4_1 GGUF); one thread per "
+        f"backend; the client and the gateways share the cores. {args.chats} concurrent chats × {args.turns} "
+        f"turns per round, streamed, max_tokens {args.max_tokens}, think time up to {args.think:g} s; rounds "
+        f"counted: {args.rounds_done} (of {args.rounds}, budget {args.budget:g} s)."),
         "",
         *rows,
         "",
-        (f"- Gateway overhead (tokens/s lost, 1 backend via gateway vs direct): {overhead:+.1%} "
-        f"— {verdict(overhead < 0.02)} (< 2%); p50 latency "
-        f"{1000 * (via_gateway.latency_percentile(50) - direct.latency_percentile(50)):+.0f} ms."),
-        (f"- Scaling (2 backends vs 1, both via gateway): {scaling:.2f}× "
-        f"— {verdict(scaling >= 1.8)} (≥ 1.8×)."),
-        (f"- What this machine allowed: two backends called directly gave {ceiling:.2f}× one; two busy "
-        f"processes got through {' and '.join(f'{c:.2f}×' for c in cpu_scaling)} the work of one, before "
-        f"and after the run (2.00× on two free cores). The gateway "
-        f"reached {two.tokens_per_second / two_direct.tokens_per_second:.0%} of the direct two-backend "
-        "figure."),
-        "",
-    ])
+    ]
+    if server.tokens_per_second and python.tokens_per_second:
+        speedup = server.tokens_per_second / python.tokens_per_second
+        ttft_s, ttft_p = server.median_ttft(), python.median_ttft()
+        target = speedup >= 2 and ttft_s is not None and ttft_p is not None and ttft_s <= ttft_p
+        lines.append(f"- llama-server vs llama-cpp-python (both with affinity): **{speedup:.2f}×** the "
+                     f"tokens/s, median TTFT {_ms(ttft_s)} vs {_ms(ttft_p)} — "
+                     f"{'meets' if target else 'MISSES'} the target (≥ 2× at ≥ equal TTFT).")
+    later_a, later_rr = server.median_ttft(3), round_robin.median_ttft(3)
+    if later_a and later_rr:
+        lines.append(f"- Affinity on llama-server, turn ≥ 3: median TTFT {_ms(later_a)} vs {_ms(later_rr)} "
+                     f"with round robin (**{later_rr / later_a:.1f}×** lower); prompt tokens reused "
+                     f"{server.prompt_reuse or 0:.0%} vs {round_robin.prompt_reuse or 0:.0%}.")
+    lines.append(f"- CPU control: two busy processes got through "
+                 f"{' and '.join(f'{c:.2f}×' for c in cpu_scaling)} the work of one, before and after the "
+                 f"run (2.00× on two free cores).")
+    return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.llamacpp", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="turns of every setup (default: %(default)s)")
-    parser.add_argument("--requests", type=int, default=12, help="per setup and round (default: %(default)s)")
-    parser.add_argument("--concurrency", type=int, default=4, help="in flight at once (default: %(default)s)")
-    parser.add_argument("--max-tokens", type=int, default=64, help="per request (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="per backend (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=300, help="seconds per batch (default: %(default)s)")
+    parser.add_argument("--chats", type=int, default=8, help="concurrent chats (default: %(default)s)")
+    parser.add_argument("--turns", type=int, default=5, help="turns per chat (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per setup (default: %(default)s)")
+    parser.add_argument("--parallel", type=int, default=4,
+                        help="llama-server slots per backend (default: %(default)s)")
+    parser.add_argument("--max-tokens", type=int, default=32, help="per answer (default: %(default)s)")
+    parser.add_argument("--think", type=float, default=0.5,
+                        help="most seconds between a chat's turns, drawn at random (default: %(default)s)")
+    parser.add_argument("--budget", type=float, default=1200,
+                        help="seconds after which no new round starts (default: %(default)s)")
+    parser.add_argument("--round-timeout", type=float, default=600,
+                        help="seconds per round (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="markdown report (default: %(default)s)")
     args = parser.parse_args(argv)
-    for name in ("rounds", "requests", "concurrency", "max_tokens", "threads"):
+    for name in ("chats", "turns", "rounds", "parallel", "max_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: the servers are stopped on the way out
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    # Before and after: the machine's load can change during the run.
-    cpu_scaling = [cpu_parallelism()]
+    signal.signal(signal.SIGTERM, _interrupted)
+    cpu_scaling = [cpu_parallelism()]  # before and after: the machine's load can change during the run
     print(f"==> CPU control: two busy processes do {cpu_scaling[0]:.2f}× the work of one", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-llamacpp-") as log_dir:
         try:
-            results = asyncio.run(run(args, Path(log_dir)))
+            setups = asyncio.run(run(args, Path(log_dir)))
         except ServerFailed as e:
             print(f"bench: {e}", file=sys.stderr)
             sys.exit(1)
     cpu_scaling.append(cpu_parallelism())
-    text = report(results, args, cpu_scaling)
+    text = report(setups, args, cpu_scaling)
     print("\n" + text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print(f"written to {RESULTS}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"written to {args.output}")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,16 @@ from dataclasses import dataclass
 
 from bench.runner import Meta
 from bench.scenarios import LoadResult, Results
-from bench.targets import PEER_OF
+from bench.targets import PEER_OF, SHARED_STATE_PAIRS
 
 MB = 1_000_000
 ADDED_P50_LIMIT = 0.5e-3  # seconds, at concurrency 1
 SGLANG_FACTOR = 1.0
 LITELLM_FACTOR = 50.0
 RSS_LIMIT = 100 * MB
+# Shared routing state (issue 15): what GATEWAY_STATE_URL may cost against the same gateway without it.
+SHARED_P50_LIMIT = 0.2e-3
+SHARED_THROUGHPUT_FACTOR = 0.9
 # "Unchanged" added latency when an upstream is throttled: within 0.1 ms or 20% of the healthy case.
 UNCHANGED_ABS, UNCHANGED_REL = 0.1e-3, 0.20
 
@@ -250,6 +253,8 @@ def verdicts(results: Results) -> list[Verdict]:
                       "throttled: added latency unchanged"):
             out.append(Verdict(label, "not measured", None))
 
+    out += shared_state_verdicts(results)
+
     m = results.memory
     label = f"RSS < {mb(RSS_LIMIT)} with {m.streams if m else 1000:,} open streams"
     if m and "gateway" in m.samples:
@@ -259,6 +264,32 @@ def verdicts(results: Results) -> list[Verdict]:
                            s.loaded < RSS_LIMIT and all_open))
     else:
         out.append(Verdict(label, "not measured", None))
+    return out
+
+
+def shared_state_verdicts(results: Results) -> list[Verdict]:
+    """Each gateway with shared state against the same configuration without; only the pairs that ran."""
+    out = []
+    lat = results.latency
+    c32 = next((r for r in results.throughput if r.concurrency == 32), None)
+    for shared, plain in SHARED_STATE_PAIRS.items():
+        if lat and {shared, plain} <= lat.runs.keys():
+            added = lat.p50(shared) - lat.p50(plain)
+            out.append(Verdict(f"shared state: p50 at c={lat.concurrency} ≤ {plain}'s + {ms(SHARED_P50_LIMIT)} "
+                               f"({shared})", signed_ms(added), added <= SHARED_P50_LIMIT))
+        if c32 and {shared, plain} <= c32.runs.keys():
+            ratio = c32.rps(shared) / c32.rps(plain)
+            out.append(Verdict(f"shared state: throughput at c=32 ≥ {SHARED_THROUGHPUT_FACTOR:g}× {plain}'s "
+                               f"({shared})", f"{ratio:.2f}× ({c32.rps(shared):,.0f} vs {c32.rps(plain):,.0f} req/s)",
+                               ratio >= SHARED_THROUGHPUT_FACTOR))
+    t = results.throttled
+    if t and "gateway-redis-3w" in t.runs:
+        hits, windows = t.hits("gateway-redis-3w"), t.windows("gateway-redis-3w")
+        measured = f"{hits} hits in {windows} windows"
+        if "gateway-3w" in t.runs:
+            measured += f" ({t.hits('gateway-3w')} in {t.windows('gateway-3w')} without shared state)"
+        out.append(Verdict("shared state: throttled upstream hit once per window by 3 processes", measured,
+                           hits <= windows))
     return out
 
 

@@ -44,12 +44,16 @@ class Gateway(Target):
     workers: int = 1
     log_level: str = "info"  # as shipped: one JSON line per request
     upstream_client: str | None = None  # GATEWAY_UPSTREAM_CLIENT; None: the gateway's default
+    shared_state: bool = False  # its own redis-server, and GATEWAY_STATE_URL set to it (bench/redis_gateway.py)
+    max_concurrency: int | None = None  # on both backends: every request then takes a lease
 
     def server(self, upstreams: Sequence[str], port: int, workdir: Path) -> Server:
         backends = [{"name": f"up{i}", "url": f"{url}/v1"} for i, url in enumerate(upstreams)]
+        if self.max_concurrency is not None:
+            backends = [{**backend, "max_concurrency": self.max_concurrency} for backend in backends]
         return Server(
             name=self.name,
-            argv=[sys.executable, "-m", "gateway"],
+            argv=[sys.executable, "-m", "bench.redis_gateway" if self.shared_state else "gateway"],
             port=port,
             ready_path="/readyz",
             log_path=workdir / f"{self.name}.log",
@@ -175,12 +179,19 @@ def git_revision() -> str:
     return done.stdout.strip() or "unknown"
 
 
+# Shared routing state (issue 15): each "-redis" target against the same configuration without it.
+SHARED_STATE = ("gateway-redis", "gateway-capped", "gateway-redis-capped", "gateway-3w", "gateway-redis-3w")
 ALL = (
     "direct", "gateway", "gateway-http1", "gateway-aiohttp", "gateway-mw", "gateway-quiet", "sglang", "sglang-quiet",
-    "litellm", "aiohttp-floor",
+    "litellm", "aiohttp-floor", *SHARED_STATE,
 )
-# The floor is a yardstick, and the two upstream clients a comparison: run when asked for (--only ...).
-DEFAULT = tuple(name for name in ALL if name not in ("gateway-http1", "gateway-aiohttp", "aiohttp-floor"))
+# The floor is a yardstick, the two upstream clients a comparison and the shared-state targets a question of
+# their own: run when asked for (--only ...).
+OPT_IN = ("gateway-http1", "gateway-aiohttp", "aiohttp-floor", *SHARED_STATE)
+DEFAULT = tuple(name for name in ALL if name not in OPT_IN)
+SHARED_STATE_PAIRS = {"gateway-redis": "gateway", "gateway-redis-capped": "gateway-capped",
+                      "gateway-redis-3w": "gateway-3w"}
+CAPPED = 64  # max_concurrency of the -capped targets: above any concurrency the bench runs at c=32
 # Each gateway against the peer configured alike: as shipped, both write a log line per request (the gateway
 # one, sglang-router two); quiet, neither does.
 PEER_OF = {"gateway": "sglang", "gateway-mw": "sglang", "gateway-quiet": "sglang-quiet"}
@@ -209,6 +220,17 @@ def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list
             # GATEWAY_WORKERS processes sharing the port (SO_REUSEPORT); sglang-router uses several threads.
             targets.append(Gateway(name, f"this gateway, GATEWAY_WORKERS={workers} (one port, SO_REUSEPORT), "
                                    "log level info", version=git_revision(), workers=workers))
+        elif name in SHARED_STATE:
+            redis = "-redis" in name
+            workers_here = 3 if name.endswith("-3w") else 1
+            capped = CAPPED if name.endswith("-capped") else None
+            description = (
+                f"this gateway, {workers_here} process{'es' if workers_here > 1 else ''}, log level info, "
+                + ("routing state shared in a local redis-server" if redis else "routing state per process")
+                + (f", max_concurrency {capped} on both backends (a lease per request)" if capped else "")
+            )
+            targets.append(Gateway(name, description, version=git_revision(), workers=workers_here,
+                                   shared_state=redis, max_concurrency=capped))
         elif name == "aiohttp-floor":
             targets.append(AiohttpFloor(name, "aiohttp server + the gateway's HTTP/1.1 pool, round robin, nothing "
                                         "else (bench/floor.py): what any aiohttp proxy pays"))

@@ -5,13 +5,15 @@ turns them into the one ``request`` line per client request, one ``upstream_atte
 (and for the attempt that answered after a failover), and the Prometheus counters. A request served at the
 first try is told whole by its canonical line: one line is a tenth of the gateway's own work per request.
 Lines carry routing facts only (ids, backend names, hosts without userinfo, status, timings, token counts):
-never keys, credentials or message contents.
+never keys, credentials or message contents. With telemetry (gateway/telemetry.py, Application Insights) the
+same facts also become a trace per request and a span per attempt; without it, each hook is one None test.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from gateway.logs import bound_logger, event_writer, milliseconds
 from gateway.metrics import GatewayMetrics
@@ -19,6 +21,9 @@ from gateway.outcome import Verdict
 from gateway.settings import BackendConfig
 from gateway.upstream import UpstreamError
 from gateway.usage import Usage
+
+if TYPE_CHECKING:
+    from gateway.telemetry import Telemetry
 
 
 @dataclass(slots=True)
@@ -41,22 +46,34 @@ class RequestRecord:
     stream_error: str | None = None
     client_gone: bool = False
     affinity: str | None = None  # "new", "hit" or "moved" when affinity routing is on
+    span: Any = None  # the request's span when telemetry is on
 
 
 class Accounting:
-    def __init__(self, metrics: GatewayMetrics) -> None:
+    def __init__(self, metrics: GatewayMetrics, telemetry: Telemetry | None = None) -> None:
         self._metrics = metrics
+        self._telemetry = telemetry
         self._log = bound_logger()
         self._write_request_line = event_writer("request")
 
-    def answered(self, record: RequestRecord, backend: str) -> None:
+    def began(self, record: RequestRecord, method: str, headers: Any) -> None:
+        """A client request came in (its span continues the caller's traceparent)."""
+        if self._telemetry is not None:
+            record.span = self._telemetry.request_started(method, record.path, headers, record.started)
+
+    def answered(self, record: RequestRecord, backend: BackendConfig, sent: float, status: int) -> None:
         """An attempt succeeded: count the tokens its backend reported (0, 0 when it reported none)."""
         usage = record.usage
-        series = self._metrics.for_backend(backend)
+        series = self._metrics.for_backend(backend.name)
         if usage is None:
             series.answered(0, 0)
         else:
             series.answered(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        if self._telemetry is not None:
+            self._telemetry.attempt_ended(
+                record.span, backend, record.model, record.attempts, sent, "ok", status,
+                ttfb=record.ttfb, usage=usage,
+            )
 
     def ttfb(self, record: RequestRecord, backend: str, seconds: float) -> None:
         record.ttfb = seconds
@@ -98,6 +115,12 @@ class Accounting:
             self._log.info("upstream_attempt", **fields)
         else:
             self._log.warning("upstream_attempt", **fields)
+            if self._telemetry is not None:  # an answer's span is told by answered()
+                self._telemetry.attempt_ended(
+                    record.span, backend, record.model, record.attempts, sent, verdict.outcome, status,
+                    error=error.message if error is not None else verdict.outcome,
+                    cooldown_s=verdict.cooldown, ejected_s=ejected_s,
+                )
 
     def finish(self, record: RequestRecord, status: int) -> None:
         """The request is over: count it, and write its canonical log line."""
@@ -132,3 +155,7 @@ class Accounting:
         if record.attempts > 1 or status >= 400:
             fields["tried"] = sorted(record.tried)
         self._write_request_line(fields)
+        if self._telemetry is not None and record.span is not None:
+            self._telemetry.request_finished(
+                record.span, status, record.backend, record.attempts, record.model, record.usage
+            )

@@ -25,20 +25,29 @@ from gateway.readiness import Readiness
 from gateway.responses.owners import ResponseOwners
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
+from gateway.shared_state.balancer import SharedBalancer
+from gateway.shared_state.context import shared_state_ctx
+from gateway.telemetry import Telemetry, telemetry_from_environment
 from gateway.transports import create_transport
 from gateway.upstream import UpstreamClient
 
 
 def create_app(
-    settings: GatewaySettings, *, clock: Clock | None = None, azure_credential: Any = None
+    settings: GatewaySettings,
+    *,
+    clock: Clock | None = None,
+    azure_credential: Any = None,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
-    """Build the gateway. ``clock`` and ``azure_credential`` are injected by tests."""
+    """Build the gateway. ``clock``, ``azure_credential`` and ``telemetry`` are injected by tests; without
+    ``telemetry``, Application Insights if APPLICATIONINSIGHTS_CONNECTION_STRING is set, else none."""
     clock = clock or SystemClock()
     # aiohttp enforces the body limit itself while reading; the view turns its error into our 413.
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
-    balancer = Balancer(
+    # With GATEWAY_STATE_URL, every process naming that Redis shares cooldowns, breakers, leases and affinity.
+    balancer = (SharedBalancer if settings.state_url else Balancer)(
         settings.backends,
         routing=settings.routing,
         queue_timeout=settings.queue_timeout,
@@ -50,10 +59,13 @@ def create_app(
     app[keys.BALANCER] = balancer
     app[keys.METRICS] = GatewayMetrics(balancer)
     app[keys.RESPONSE_OWNERS] = ResponseOwners(settings.affinity_capacity)
+    app[keys.TELEMETRY] = telemetry if telemetry is not None else telemetry_from_environment()
 
     app.cleanup_ctx.append(_azure_credentials_ctx(azure_credential))
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(health_checks_ctx)
+    if settings.state_url:
+        app.cleanup_ctx.append(shared_state_ctx(azure_credential))
     setup_routes(app, Guard(settings.api_keys, _entra_verifier(app, settings, clock)))
     return app
 
@@ -109,7 +121,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.PROXY] = Proxy(
         balancer=app[keys.BALANCER],
         upstream=upstream,
-        accounting=Accounting(app[keys.METRICS]),
+        accounting=Accounting(app[keys.METRICS], app[keys.TELEMETRY]),
         clock=app[keys.CLOCK],
         max_attempts=settings.max_attempts,
         cooldown=CooldownPolicy(settings.cooldown_default, settings.cooldown_max),

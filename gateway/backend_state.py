@@ -49,6 +49,7 @@ class BackendState:
         "cooldown_until",
         "ejected_until",
         "ejections",
+        "foreign_load",
         "health_detail",
         "in_flight",
         "max_concurrency",
@@ -57,9 +58,8 @@ class BackendState:
         "probe_in_flight",
         "reachable",
         "recovering",
-        "weight",
         "reported_load",
-        "foreign_load",
+        "weight",
     )
 
     def __init__(self, config: BackendConfig) -> None:

@@ -108,11 +108,13 @@ class Balancer:
         tried: Sequence[str],
         preferred: str | None,
         deadline: float,
+        conversation: bytes | None = None,
     ) -> Lease:
         """A lease on the backend for the next attempt, its slot already taken; or the refusal, raised.
 
         ``tried``: backends this request already tried (never again); ``preferred``: the backend holding the
-        conversation (affinity), if any; ``deadline``: how long it may queue for a free slot (monotonic).
+        conversation (affinity), if any; ``deadline``: how long it may queue for a free slot (monotonic);
+        ``conversation``: the affinity key, for a balancer that looks the conversation up itself (shared).
         """
         if preferred is not None and preferred in tried:
             preferred = None  # it already failed this request: no loyalty to a broken backend

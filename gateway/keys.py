@@ -13,6 +13,7 @@ from gateway.proxy import Proxy
 from gateway.readiness import Readiness
 from gateway.responses.owners import ResponseOwners
 from gateway.settings import GatewaySettings
+from gateway.telemetry import Telemetry
 from gateway.upstream import UpstreamClient
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
@@ -25,5 +26,6 @@ PROXY = web.AppKey("proxy", Proxy)
 MODELS_CATALOG = web.AppKey("models_catalog", ModelsCatalog)
 RESPONSE_OWNERS = web.AppKey("response_owners", ResponseOwners)
 READINESS = web.AppKey("readiness", Readiness)
+TELEMETRY: web.AppKey[Telemetry | None] = web.AppKey("telemetry")
 
 REQUEST_ID = web.RequestKey("request_id", str)

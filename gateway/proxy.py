@@ -105,6 +105,7 @@ class Proxy:
     async def serve(self, request: web.Request, request_id: str, parse: Parse) -> web.StreamResponse:
         """The whole of one client request: the view's one call."""
         record = RequestRecord(request_id, time.perf_counter(), path=request.path)
+        self._accounting.began(record, request.method, request.headers)
         status = 499  # nginx's "client closed request", if we are cancelled before answering
         try:
             proxied = parse(await read_body(request), request)
@@ -125,14 +126,15 @@ class Proxy:
         if not candidates:
             raise proxied.unserved()
         deadline = self._clock.monotonic() + self._balancer.queue_timeout
-        preferred = None
+        preferred = conversation = None
         if self.affinity is not None and proxied.affinity_key is not None:
-            preferred = self.affinity.preferred(proxied.affinity_key)
+            conversation = proxied.affinity_key
+            preferred = self.affinity.preferred(conversation)
             if preferred is None:
                 record.affinity = "new"
         for _ in range(self._max_attempts):
             try:
-                lease = await self._balancer.acquire(candidates, record.tried, preferred, deadline)
+                lease = await self._balancer.acquire(candidates, record.tried, preferred, deadline, conversation)
             except GatewayError as refusal:
                 if record.attempts == 0:
                     raise
@@ -222,7 +224,7 @@ class Proxy:
         if record.attempts > 1:
             # It failed over: the earlier attempts have their lines, and so does the one that answered.
             self._accounting.attempt(record, backend, sent, SUCCEEDED, status=response.status)
-        self._accounting.answered(record, backend.name)
+        self._accounting.answered(record, backend, sent, response.status)
         return response
 
     def _failed(self, lease: Lease, record: RequestRecord, error: UpstreamError, sent: float) -> bool:

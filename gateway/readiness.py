@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 from gateway.backend_state import BackendCondition, BackendState
 from gateway.balancer import Balancer
-from gateway.settings import BackendKind
 from gateway.upstream import UpstreamClient
 
 UNREACHABLE = "unreachable"
@@ -30,7 +29,7 @@ class Readiness:
         self._upstream = upstream
         self._interval = interval
         self._now = now
-        self._unchecked = [s for s in balancer.states if s.config.kind is not BackendKind.LLAMACPP]
+        self._unchecked = [s for s in balancer.states if not s.config.kind.is_llama_cpp]
         self._reachable: dict[str, bool] = {}
         self._checked_at: float | None = None
         self._lock = asyncio.Lock()

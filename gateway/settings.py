@@ -195,6 +195,13 @@ class GatewaySettings(BaseSettings):
     health_interval: float = Field(default=5.0, gt=0)
     health_timeout: float = Field(default=2.0, gt=0)
 
+    # Shared routing state (README "Scaling out"): replicas and workers that name the same Redis act as one.
+    state_url: str | None = Field(default=None, repr=False, description="redis:// or rediss://; unset: local")
+    state_auth: Literal["url", "entra"] = "url"  # entra: a token of the managed identity as the password
+    state_deadline: float = Field(default=0.05, gt=0, description="seconds before a request stops waiting for Redis")
+    state_lease_ttl: float = Field(default=10.0, ge=0.5, description="seconds a dead replica's slots stay taken")
+    state_affinity_ttl: float = Field(default=3600.0, gt=0, description="seconds a conversation stays pinned")
+
     expose_routing_headers: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     workers: int = Field(default=1, ge=1, le=64)
@@ -219,6 +226,13 @@ class GatewaySettings(BaseSettings):
                 raise ValueError(f"backend name {backend.name!r} is used twice")
             seen.add(backend.name)
         return backends
+
+    @field_validator("state_url")
+    @classmethod
+    def _state_url_is_redis(cls, url: str | None) -> str | None:
+        if url is not None and (urlsplit(url).scheme not in ("redis", "rediss") or not urlsplit(url).hostname):
+            raise ValueError("must be a redis:// or rediss:// URL with a host")
+        return url or None
 
     @field_validator("api_keys", mode="before")
     @classmethod

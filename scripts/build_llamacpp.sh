@@ -16,6 +16,10 @@
 # above, so a fresh clone on the same machine (CI) reuses it instead of compiling again.
 #
 #   scripts/build_llamacpp.sh .venv        # idempotent; prints the build directory on its last line
+#
+# LLAMA_CPP_LEVEL=x86-64 or x86-64-v3 sets the level instead of asking this CPU (an image is built for the
+# CPUs it will run on, not the builder's); LLAMA_CPP_SERVER_ONLY=1 builds llama-server alone, without
+# installing llama-cpp-python (the container image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,11 +32,13 @@ flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF
        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON
        -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_AVX512=OFF
        -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON '-DCMAKE_INSTALL_RPATH=$ORIGIN')
-# LLAMA_CPP_LEVEL=x86-64 forces the baseline build (for a CPU on which the v3 build fails its proof).
-if [ "${LLAMA_CPP_LEVEL:-}" != x86-64 ] && cpu_has avx2 && cpu_has fma && cpu_has f16c && cpu_has bmi2; then
-  level=x86-64-v3
-else
-  level=x86-64
+level=${LLAMA_CPP_LEVEL:-}
+case "$level" in
+  x86-64|x86-64-v3) ;;
+  "") if cpu_has avx2 && cpu_has fma && cpu_has f16c && cpu_has bmi2; then level=x86-64-v3; else level=x86-64; fi ;;
+  *) echo "build_llamacpp: LLAMA_CPP_LEVEL must be x86-64 or x86-64-v3, got $level" >&2; exit 2 ;;
+esac
+if [ "$level" = x86-64 ]; then
   flags+=(-DGGML_SSE42=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_BMI2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF)
 fi
 key=$(printf '%s\n' "$LLAMA_CPP_PYTHON_VERSION" "${flags[@]}" | sha256sum | cut -c1-12)
@@ -72,6 +78,11 @@ if [ ! -f "$out/.complete" ]; then
   rm -rf "$out"; mkdir -p "$out/bin"
   cp -a "$build"/bin/llama-server "$build"/bin/lib*.so* "$out/bin/"
   printf '%s\n' "$LLAMA_CPP_PYTHON_VERSION" "$level" "${flags[@]}" > "$out/.complete"
+fi
+
+if [ -n "${LLAMA_CPP_SERVER_ONLY:-}" ]; then
+  echo "$out"
+  exit 0
 fi
 
 # The Python binding of the same version, its own compile switched off (LLAMA_BUILD=OFF: a minute, not

@@ -64,6 +64,10 @@ def _serve(settings: ChatSettings) -> None:
     from aiohttp import web
 
     from chat_client.app import create_app
+    from chat_client.telemetry import setup_telemetry
+
+    if setup_telemetry():
+        log.info("telemetry: exporting to Application Insights")
 
     web.run_app(
         create_app(settings),
@@ -74,13 +78,11 @@ def _serve(settings: ChatSettings) -> None:
 
 
 async def _migrate(settings: ChatSettings, revision: str) -> None:
-    from chat_client.database import create_engine, migrate
+    from chat_client.database import migrate
+    from chat_client.entra_password import open_engine
 
-    engine = create_engine(settings.resolved_database_url)
-    try:
+    async with open_engine(settings) as engine:
         await migrate(engine, revision)
-    finally:
-        await engine.dispose()
 
 
 def _explain(exc: BaseException) -> str:

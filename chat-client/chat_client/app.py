@@ -14,7 +14,8 @@ from aiohttp import web
 from markupsafe import Markup
 
 from chat_client import keys
-from chat_client.database import create_engine, describe, migrate
+from chat_client.database import describe, migrate
+from chat_client.entra_password import open_engine
 from chat_client.errors import error_middleware
 from chat_client.live import ChatFeed
 from chat_client.llm import open_chat_model
@@ -92,13 +93,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         log.info("database: %s", describe(url))
-    engine = create_engine(url)
-    try:
+    async with open_engine(settings) as engine:
         await migrate(engine)
         app[keys.store_key] = ChatStore(engine)
         yield
-    finally:
-        await engine.dispose()
 
 
 async def _chat_model(app: web.Application) -> AsyncIterator[None]:

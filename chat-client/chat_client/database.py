@@ -7,6 +7,7 @@ applied in code: `migrate(engine)` at start-up and by `python -m chat_client mig
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from alembic import command
@@ -25,14 +26,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_ID = 0x43_48_41_54  # "CHAT"
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for a normalized URL (see settings.normalize_database_url)."""
+def create_engine(url: str, password: Callable[[], Awaitable[str]] | None = None) -> AsyncEngine:
+    """An async engine for a normalized URL (see settings.normalize_database_url). `password`: called by
+    asyncpg for every new PostgreSQL connection (an Entra ID token, see entra_password.py)."""
     if make_url(url).get_backend_name() == "sqlite":
         # Wait up to 15 s for another writer instead of failing at once with "database is locked".
         engine = create_async_engine(url, connect_args={"timeout": 15})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    connect_args = {} if password is None else {"password": password}
+    return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args)
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:

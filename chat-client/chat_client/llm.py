@@ -38,6 +38,7 @@ from openai.types.chat import (
 from openai.types.responses import EasyInputMessageParam, ResponseInputParam
 
 from chat_client.settings import ChatSettings, ModelAPI
+from chat_client.telemetry import client_options
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
     client: AsyncOpenAI
     target: str | None
     timeout, max_retries = settings.request_timeout, 0
+    telemetry = client_options()  # {} or the instrumented http_client
     if settings.openai_host in ("azure", "azure_custom"):
         api_key: str | None = None
         token_provider: Callable[[], Awaitable[str]] | None = None
@@ -85,6 +87,7 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
                 api_key=api_key or token_provider,
                 timeout=timeout,
                 max_retries=max_retries,
+                **telemetry,
             )
             target = str(client.base_url)
         else:
@@ -95,12 +98,17 @@ async def open_chat_model(settings: ChatSettings) -> AsyncIterator[ChatModel]:
                 azure_ad_token_provider=token_provider,
                 timeout=timeout,
                 max_retries=max_retries,
+                **telemetry,
             )
             target = endpoint
     else:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else PLACEHOLDER_KEY
         client = AsyncOpenAI(
-            base_url=settings.resolved_base_url, api_key=key, timeout=timeout, max_retries=max_retries
+            base_url=settings.resolved_base_url,
+            api_key=key,
+            timeout=timeout,
+            max_retries=max_retries,
+            **telemetry,
         )
         target = str(client.base_url)
     log.info(

@@ -71,6 +71,8 @@ class ChatSettings(BaseSettings):
     trusted_proxy_hops: int = Field(0, ge=0, le=10, validation_alias="CHAT_TRUSTED_PROXY_HOPS")
 
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    # true: the PostgreSQL password is an Entra ID token of the app's identity (entra_password.py).
+    database_azure_auth: bool = Field(False, validation_alias="DATABASE_AZURE_AUTH")
 
     openai_host: OpenAIHost = Field("local", validation_alias="OPENAI_HOST")
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")

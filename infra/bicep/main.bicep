@@ -1,11 +1,15 @@
 // The whole deployment, at subscription scope: one resource group (tagged azd-env-name) holding
 //
 //   chat app (external ingress) ──> gateway (internal ingress) ──> llama.cpp apps llama-1..N (internal)
-//        │                                    └──> optional Azure OpenAI accounts (Entra ID tokens, no keys)
+//        │                          │         └──> optional Azure OpenAI accounts, created or your own
+//        │                          └──> Azure Managed Redis, shared state when the gateway can scale out
 //        └──> PostgreSQL Flexible Server (private, in the virtual network)
 //
-// plus Log Analytics, the Container Apps environment, a container registry, Key Vault and managed
-// identities. Parameters come from main.parameters.json, which maps them to azd environment variables.
+// plus Log Analytics with Application Insights and a routing workbook, the Container Apps environment, a
+// container registry, Key Vault and managed identities. No passwords and no access keys: every service-to-
+// service call is authenticated with a managed identity's Entra ID token (PostgreSQL, Redis, Azure OpenAI,
+// Key Vault, the registry); the only secrets are the gateway API key and the chat session key.
+// Parameters come from main.parameters.json, which maps them to azd environment variables.
 targetScope = 'subscription'
 
 // ---- azd ------------------------------------------------------------------------------------------------
@@ -22,17 +26,26 @@ param location string
 @description('Object id of the person running azd (AZURE_PRINCIPAL_ID): may read the Key Vault secrets.')
 param principalId string = ''
 
-// After each deploy azd records the image it pushed (SERVICE_<NAME>_IMAGE_NAME), so a later provision keeps
-// the apps on it. Before the first deploy they are empty and the apps run a public placeholder.
+// After each deploy azd records the image it pushed (SERVICE_<NAME>_IMAGE_NAME), but only on the machine that
+// deployed. Before every provision azd also sets SERVICE_<NAME>_RESOURCE_EXISTS: an app that exists keeps
+// the image it runs (container-app.bicep), so a provision from another machine or CI never resets it to the
+// placeholder or to an older image; the image name is used only for an app created anew.
 param gatewayImageName string = ''
 param chatImageName string = ''
 param llamaImageName string = ''
+param gatewayExists bool = false
+param chatExists bool = false
+param llamaExists bool = false
 
 // ---- llama.cpp backends ---------------------------------------------------------------------------------
 
+// Each llama.cpp app runs exactly one replica: the gateway's backend is then one llama-server with one KV
+// cache, so pinning a conversation to llama-2 reaches the cache that holds its prefix. Container Apps'
+// ingress would spread a multi-replica app's requests over replicas the gateway cannot tell apart. Scale
+// out by adding apps (this count), not replicas.
 @minValue(1)
 @maxValue(10)
-@description('How many llama.cpp container apps (llama-1..N) the gateway balances over.')
+@description('How many llama.cpp container apps (llama-1..N, one replica and one KV cache each) the gateway balances over.')
 param llamaBackendCount int = 2
 
 @allowed([
@@ -43,18 +56,11 @@ param llamaBackendCount int = 2
 @description('vCPUs per llama.cpp replica (memory follows: 2 GiB per vCPU); also its thread count.')
 param llamaCpuCores int = 2
 
+// The gateway reads each app's capacity from llama-server's /props (total_slots), so it is set here only.
 @minValue(1)
-@maxValue(10)
-@description('At least 1: the gateway probes every backend every few seconds, which keeps a replica awake anyway.')
-param llamaMinReplicas int = 1
-
-@minValue(1)
-@maxValue(30)
-param llamaMaxReplicas int = 3
-
-@minValue(1)
-@description('Concurrent requests per llama.cpp replica before another replica is added (it generates one at a time).')
-param llamaConcurrentRequests int = 2
+@maxValue(16)
+@description('Slots of each llama.cpp app (llama-server --parallel): requests it serves at once, batched together.')
+param llamaParallel int = 4
 
 // ---- gateway --------------------------------------------------------------------------------------------
 
@@ -65,6 +71,8 @@ param gatewayExternalIngress bool = false
 @maxValue(30)
 param gatewayMinReplicas int = 1
 
+// Above 1, the template provisions Azure Managed Redis and sets GATEWAY_STATE_URL, so that the replicas
+// share each backend's concurrency count, cooldowns and breaker instead of each applying them alone.
 @minValue(1)
 @maxValue(30)
 param gatewayMaxReplicas int = 3
@@ -107,18 +115,64 @@ param postgresSkuTier string = 'Burstable'
 @minValue(32)
 param postgresStorageSizeGB int = 32
 
-param postgresAdminLogin string = 'chatadmin'
-
 // ---- optional Azure OpenAI ------------------------------------------------------------------------------
 
-// Each instance is { name, location }: a short name (lowercase letters, digits, hyphens) and a region with
-// quota for the model, e.g. [{ "name": "eastus", "location": "eastus" }]. Instance <name> becomes the account
-// oai-<name>-<token> and the gateway backend aoai-<name>.
-@description('Azure OpenAI accounts to create, each { name, location } with the chat deployment below; empty: none.')
+// One account in a region that offers the default model (gpt-4.1-mini 2025-04-14) as GlobalStandard, per
+// Microsoft's model availability table; empty: none. Another model may need another list (check the table,
+// and your quota with `az cognitiveservices usage list -l <region>`).
+@allowed([
+  ''
+  'australiaeast'
+  'brazilsouth'
+  'canadaeast'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'norwayeast'
+  'polandcentral'
+  'southafricanorth'
+  'southcentralus'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'switzerlandnorth'
+  'uaenorth'
+  'uksouth'
+  'westeurope'
+  'westus'
+  'westus3'
+])
+@metadata({
+  azd: {
+    type: 'location'
+    usageName: [
+      'OpenAI.GlobalStandard.gpt-4.1-mini,30'
+    ]
+  }
+})
+@description('Region of one Azure OpenAI account (backend aoai-<region>) with the chat deployment below; empty: none.')
+param openAiLocation string = ''
+
+// More accounts, each { name, location }: a short name (lowercase letters, digits, hyphens) and a region with
+// quota for the model, e.g. [{ "name": "sweden", "location": "swedencentral" }]. Instance <name> becomes the
+// account oai-<name>-<token> and the gateway backend aoai-<name>.
+@description('Further Azure OpenAI accounts to create, each { name, location }; empty: none.')
 param openAiInstances array = []
 
-param openAiModelName string = 'gpt-4o-mini'
-param openAiModelVersion string = '2024-07-18'
+// Accounts you already have, each { name, resourceGroup, accountName, deployment }: the gateway backend
+// aoai-<name> calls deployment <deployment> of account <accountName> in resource group <resourceGroup> (this
+// subscription), with the gateway identity, which gets "Cognitive Services OpenAI User" on that account.
+@description('Existing Azure OpenAI accounts to use, each { name, resourceGroup, accountName, deployment }; empty: none.')
+param openAiExisting array = []
+
+// A chat model that takes the chat app's parameters (max_tokens, temperature): reasoning models (o-series,
+// the gpt-5 family) refuse max_tokens.
+param openAiModelName string = 'gpt-4.1-mini'
+param openAiModelVersion string = '2025-04-14'
 param openAiDeploymentName string = 'chat'
 
 @allowed([
@@ -136,22 +190,6 @@ param openAiCapacity int = 30
 param openAiPriority int = 1
 
 // ---- secrets: generated once by azd and kept in the azd environment, never typed in ----------------------
-
-@secure()
-@metadata({
-  azd: {
-    type: 'generate'
-    config: {
-      length: 32
-      noSpecial: true
-      minLower: 4
-      minUpper: 4
-      minNumeric: 4
-    }
-  }
-})
-@description('PostgreSQL admin password: letters and digits only, because it goes into DATABASE_URL.')
-param postgresAdminPassword string
 
 @secure()
 @metadata({
@@ -185,14 +223,19 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = {
   'azd-env-name': environmentName
 }
-// Listens on port 80, not on our ports: a placeholder only until azd deploys the real image.
-var placeholderImage = 'mcr.microsoft.com/k8se/quickstart:latest'
 // The model id the llama.cpp backends serve, and so the "deployment" the chat app asks the gateway for.
 var modelAlias = 'smollm2-135m-instruct'
 var llamaPort = 8080
 var gatewayPort = 8080
 var chatPort = 8000
 var azureOpenAiApiVersion = '2024-10-21'
+var sharedGatewayState = gatewayMaxReplicas > 1
+var openAiCreated = concat(empty(openAiLocation) ? [] : [
+  {
+    name: openAiLocation
+    location: openAiLocation
+  }
+], openAiInstances)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -222,7 +265,7 @@ module network 'modules/network.bicep' = {
   }
 }
 
-// Every app pulls images and reads its Key Vault secrets with this identity.
+// Every app pulls its image with this identity, which can do nothing else (AcrPull on the registry).
 module appsIdentity 'modules/identity.bicep' = {
   name: 'apps-identity'
   scope: rg
@@ -233,12 +276,24 @@ module appsIdentity 'modules/identity.bicep' = {
   }
 }
 
-// The gateway alone calls Azure OpenAI, with this second identity (AZURE_CLIENT_ID selects it).
+// The gateway's own identity (AZURE_CLIENT_ID): its API key secret, Azure OpenAI, Redis.
 module gatewayIdentity 'modules/identity.bicep' = {
   name: 'gateway-identity'
   scope: rg
   params: {
     name: 'id-gateway-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// The chat app's own identity (AZURE_CLIENT_ID): its two secrets and PostgreSQL. The llama.cpp apps have no
+// identity of their own: they read no secret and call nothing.
+module chatIdentity 'modules/identity.bicep' = {
+  name: 'chat-identity'
+  scope: rg
+  params: {
+    name: 'id-chat-${resourceToken}'
     location: location
     tags: tags
   }
@@ -252,6 +307,7 @@ module registry 'modules/container-registry.bicep' = {
     location: location
     tags: tags
     pullPrincipalId: appsIdentity.outputs.principalId
+    workspaceId: monitoring.outputs.id
   }
 }
 
@@ -262,8 +318,8 @@ module keyVault 'modules/key-vault.bicep' = {
     name: 'kv-${resourceToken}'
     location: location
     tags: tags
-    appsPrincipalId: appsIdentity.outputs.principalId
     userPrincipalId: principalId
+    workspaceId: monitoring.outputs.id
   }
 }
 
@@ -274,6 +330,10 @@ module gatewayApiKeySecret 'modules/key-vault-secret.bicep' = {
     vaultName: keyVault.outputs.name
     name: 'gateway-api-key'
     value: gatewayApiKey
+    readerPrincipalIds: [
+      gatewayIdentity.outputs.principalId
+      chatIdentity.outputs.principalId
+    ]
   }
 }
 
@@ -285,6 +345,9 @@ module chatSessionKeySecret 'modules/key-vault-secret.bicep' = {
     vaultName: keyVault.outputs.name
     name: 'chat-session-key'
     value: '${chatSessionSecret}='
+    readerPrincipalIds: [
+      chatIdentity.outputs.principalId
+    ]
   }
 }
 
@@ -299,12 +362,24 @@ module postgres 'modules/postgres.bicep' = {
     skuName: postgresSkuName
     skuTier: postgresSkuTier
     storageSizeGB: postgresStorageSizeGB
-    administratorLogin: postgresAdminLogin
-    administratorLoginPassword: postgresAdminPassword
+    appPrincipalId: chatIdentity.outputs.principalId
+    appPrincipalName: chatIdentity.outputs.name
     databaseName: 'chat'
     delegatedSubnetId: network.outputs.postgresSubnetId
     virtualNetworkId: network.outputs.id
-    keyVaultName: keyVault.outputs.name
+    workspaceId: monitoring.outputs.id
+  }
+}
+
+module redis 'modules/redis.bicep' = if (sharedGatewayState) {
+  name: 'redis'
+  scope: rg
+  params: {
+    name: 'redis-${resourceToken}'
+    location: location
+    tags: tags
+    gatewayPrincipalId: gatewayIdentity.outputs.principalId
+    workspaceId: monitoring.outputs.id
   }
 }
 
@@ -320,7 +395,7 @@ module containerAppsEnvironment 'modules/container-apps-environment.bicep' = {
   }
 }
 
-module openAi 'modules/openai.bicep' = [for (instance, i) in openAiInstances: {
+module openAi 'modules/openai.bicep' = [for (instance, i) in openAiCreated: {
   name: 'openai-${i}'
   scope: rg
   params: {
@@ -334,14 +409,26 @@ module openAi 'modules/openai.bicep' = [for (instance, i) in openAiInstances: {
     capacity: openAiCapacity
     gatewayPrincipalId: gatewayIdentity.outputs.principalId
     userPrincipalId: principalId
+    workspaceId: monitoring.outputs.id
+  }
+}]
+
+// Bring your own: only a role assignment, in the account's resource group.
+module openAiExistingAccess 'modules/openai-existing.bicep' = [for (account, i) in openAiExisting: {
+  name: 'openai-existing-${i}'
+  scope: resourceGroup(account.resourceGroup)
+  params: {
+    accountName: account.accountName
+    gatewayPrincipalId: gatewayIdentity.outputs.principalId
   }
 }]
 
 // ---- the apps -------------------------------------------------------------------------------------------
 
-// N llama.cpp servers, each its own app with its own replicas. azd deploys the `llama` service to the first
-// (only one resource may carry a service's tag); the others run the same image through llamaImageName,
-// which the second provision step of `azd up` (azure.yaml) passes on.
+// N llama.cpp servers, each its own app held at one replica (see llamaBackendCount). azd deploys the `llama`
+// service to the first (only one resource may carry a service's tag); the others run the image llama-1 runs,
+// read at every provision. So `azd up` (provision, deploy, provision: azure.yaml) updates them all, and
+// after a bare `azd deploy` an `azd provision` brings llama-2..N to llama-1's image.
 module llama 'modules/container-app.bicep' = [for i in range(0, llamaBackendCount): {
   name: 'llama-${i + 1}'
   scope: rg
@@ -353,18 +440,22 @@ module llama 'modules/container-app.bicep' = [for i in range(0, llamaBackendCoun
     environmentId: containerAppsEnvironment.outputs.id
     identityName: appsIdentity.outputs.name
     registryServer: registry.outputs.loginServer
-    image: empty(llamaImageName) ? placeholderImage : llamaImageName
+    image: llamaImageName
+    exists: llamaExists
+    imageSourceAppName: (i == 0) ? '' : 'ca-llama-1-${resourceToken}'
     targetPort: llamaPort
     external: false
     cpu: string(llamaCpuCores)
     memory: '${llamaCpuCores * 2}Gi'
-    minReplicas: llamaMinReplicas
-    maxReplicas: llamaMaxReplicas
-    concurrentRequests: llamaConcurrentRequests
-    // Appended to the image's `python -m backends.llamacpp --host 0.0.0.0 --port 8080`.
+    minReplicas: 1
+    maxReplicas: 1
+    concurrentRequests: llamaParallel
+    // Appended to the image's entrypoint, which sets the host, port and model.
     args: [
       '--threads'
       string(llamaCpuCores)
+      '--parallel'
+      string(llamaParallel)
       '--alias'
       modelAlias
     ]
@@ -411,15 +502,60 @@ module gatewayBackends 'modules/gateway-backends.bicep' = {
   scope: rg
   params: {
     llamaFqdns: [for i in range(0, llamaBackendCount): llama[i].outputs.fqdn]
-    // What one app can take at full scale; beyond it the gateway queues, or spills over to Azure OpenAI.
-    llamaMaxConcurrency: llamaMaxReplicas * llamaConcurrentRequests
-    openAiEndpoints: [for i in range(0, length(openAiInstances)): openAi[i].outputs.endpoint]
-    openAiNames: [for instance in openAiInstances: instance.name]
+    openAiNames: [for instance in openAiCreated: instance.name]
+    openAiEndpoints: [for i in range(0, length(openAiCreated)): openAi[i].outputs.endpoint]
     openAiDeploymentName: openAiDeploymentName
+    openAiExisting: openAiExisting
+    openAiExistingEndpoints: [for i in range(0, length(openAiExisting)): openAiExistingAccess[i].outputs.endpoint]
     openAiApiVersion: azureOpenAiApiVersion
     openAiPriority: openAiPriority
   }
 }
+
+// Redis with Entra ID (GATEWAY_STATE_AUTH=entra): the gateway (AZURE_CLIENT_ID) presents a token for
+// https://redis.azure.com/.default as the password, and the token's object id as the user name. No Redis
+// when a single replica holds the state.
+var gatewayStateEnv = sharedGatewayState ? [
+  {
+    name: 'GATEWAY_STATE_URL'
+    value: 'rediss://${redis.outputs.hostName}:${redis.outputs.port}'
+  }
+  {
+    name: 'GATEWAY_STATE_AUTH'
+    value: 'entra'
+  }
+] : []
+
+var gatewayEnv = [
+  {
+    name: 'GATEWAY_HOST'
+    value: '0.0.0.0'
+  }
+  {
+    name: 'GATEWAY_PORT'
+    value: string(gatewayPort)
+  }
+  {
+    name: 'GATEWAY_BACKENDS'
+    value: gatewayBackends.outputs.json
+  }
+  {
+    name: 'GATEWAY_API_KEYS'
+    secretRef: 'gateway-api-key'
+  }
+  {
+    name: 'GATEWAY_LOG_LEVEL'
+    value: gatewayLogLevel
+  }
+  {
+    name: 'AZURE_CLIENT_ID'
+    value: gatewayIdentity.outputs.clientId
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+    value: monitoring.outputs.appInsightsConnectionString
+  }
+]
 
 module gateway 'modules/container-app.bicep' = {
   name: 'gateway'
@@ -433,7 +569,8 @@ module gateway 'modules/container-app.bicep' = {
     identityName: appsIdentity.outputs.name
     additionalIdentityName: gatewayIdentity.outputs.name
     registryServer: registry.outputs.loginServer
-    image: empty(gatewayImageName) ? placeholderImage : gatewayImageName
+    image: gatewayImageName
+    exists: gatewayExists
     targetPort: gatewayPort
     external: gatewayExternalIngress
     cpu: '0.5'
@@ -441,37 +578,12 @@ module gateway 'modules/container-app.bicep' = {
     minReplicas: gatewayMinReplicas
     maxReplicas: gatewayMaxReplicas
     concurrentRequests: gatewayConcurrentRequests
-    env: [
-      {
-        name: 'GATEWAY_HOST'
-        value: '0.0.0.0'
-      }
-      {
-        name: 'GATEWAY_PORT'
-        value: string(gatewayPort)
-      }
-      {
-        name: 'GATEWAY_BACKENDS'
-        value: gatewayBackends.outputs.json
-      }
-      {
-        name: 'GATEWAY_API_KEYS'
-        secretRef: 'gateway-api-key'
-      }
-      {
-        name: 'GATEWAY_LOG_LEVEL'
-        value: gatewayLogLevel
-      }
-      {
-        name: 'AZURE_CLIENT_ID'
-        value: gatewayIdentity.outputs.clientId
-      }
-    ]
+    env: concat(gatewayEnv, gatewayStateEnv)
     secrets: [
       {
         name: 'gateway-api-key'
         keyVaultUrl: gatewayApiKeySecret.outputs.uri
-        identity: appsIdentity.outputs.id
+        identity: gatewayIdentity.outputs.id
       }
     ]
     // Readiness is /healthz, not /readyz: with every backend loading, the gateway should still answer the
@@ -519,8 +631,10 @@ module chat 'modules/container-app.bicep' = {
     serviceName: 'chat'
     environmentId: containerAppsEnvironment.outputs.id
     identityName: appsIdentity.outputs.name
+    additionalIdentityName: chatIdentity.outputs.name
     registryServer: registry.outputs.loginServer
-    image: empty(chatImageName) ? placeholderImage : chatImageName
+    image: chatImageName
+    exists: chatExists
     targetPort: chatPort
     external: true
     cpu: '0.5'
@@ -543,9 +657,24 @@ module chat 'modules/container-app.bicep' = {
         name: 'CHAT_SESSION_KEY'
         secretRef: 'chat-session-key'
       }
+      // No password in it: DATABASE_AZURE_AUTH makes the app sign in with its identity's Entra ID token.
       {
         name: 'DATABASE_URL'
-        secretRef: 'database-url'
+        value: postgres.outputs.databaseUrl
+      }
+      {
+        name: 'DATABASE_AZURE_AUTH'
+        value: 'true'
+      }
+      // verify-full checks the server's certificate against the image's CA bundle (Debian ca-certificates);
+      // asyncpg otherwise looks for ~/.postgresql/root.crt.
+      {
+        name: 'PGSSLROOTCERT'
+        value: '/etc/ssl/certs/ca-certificates.crt'
+      }
+      {
+        name: 'AZURE_CLIENT_ID'
+        value: chatIdentity.outputs.clientId
       }
       {
         name: 'OPENAI_HOST'
@@ -563,22 +692,21 @@ module chat 'modules/container-app.bicep' = {
         name: 'AZURE_OPENAI_API_KEY'
         secretRef: 'gateway-api-key'
       }
+      {
+        name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+        value: monitoring.outputs.appInsightsConnectionString
+      }
     ]
     secrets: [
       {
         name: 'chat-session-key'
         keyVaultUrl: chatSessionKeySecret.outputs.uri
-        identity: appsIdentity.outputs.id
-      }
-      {
-        name: 'database-url'
-        keyVaultUrl: postgres.outputs.databaseUrlSecretUri
-        identity: appsIdentity.outputs.id
+        identity: chatIdentity.outputs.id
       }
       {
         name: 'gateway-api-key'
         keyVaultUrl: gatewayApiKeySecret.outputs.uri
-        identity: appsIdentity.outputs.id
+        identity: chatIdentity.outputs.id
       }
     ]
     // /healthz also asks the database; liveness is TCP so that a database outage doesn't restart the app.
@@ -626,10 +754,16 @@ output AZURE_CONTAINER_REGISTRY_NAME string = registry.outputs.name
 output AZURE_CONTAINER_ENVIRONMENT_NAME string = containerAppsEnvironment.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.name
+output AZURE_MONITOR_WORKBOOK_NAME string = monitoring.outputs.workbookName
 output AZURE_POSTGRES_FQDN string = postgres.outputs.fqdn
+output AZURE_REDIS_HOST string = sharedGatewayState ? redis.outputs.hostName : ''
 output AZURE_CHAT_APP_NAME string = chat.outputs.name
 output AZURE_CHAT_URL string = chat.outputs.uri
 output AZURE_GATEWAY_APP_NAME string = gateway.outputs.name
 output AZURE_GATEWAY_URL string = gateway.outputs.uri
 output AZURE_LLAMA_APP_NAMES array = [for i in range(0, llamaBackendCount): llama[i].outputs.name]
-output AZURE_OPENAI_ENDPOINTS array = [for i in range(0, length(openAiInstances)): openAi[i].outputs.endpoint]
+output AZURE_OPENAI_ENDPOINTS array = [for i in range(0, length(openAiCreated)): openAi[i].outputs.endpoint]
+// The images the apps run, so that every machine's azd environment has them after a provision.
+output SERVICE_GATEWAY_IMAGE_NAME string = gateway.outputs.imageName
+output SERVICE_CHAT_IMAGE_NAME string = chat.outputs.imageName
+output SERVICE_LLAMA_IMAGE_NAME string = llama[0].outputs.imageName

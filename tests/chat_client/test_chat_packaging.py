@@ -55,7 +55,9 @@ def test_wheel_contains_package_data(tmp_path):
 def test_dockerfile_runs_the_chat_app_as_a_non_root_user_with_a_healthcheck():
     dockerfile = (CHAT_CLIENT / "Dockerfile").read_text()
     assert "FROM python:3.11" in dockerfile or "python:3.11." in dockerfile
-    assert "USER chat" in dockerfile and "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+    # USER 10001:10001 is the chat user, numeric so that runtimes can check it is not root (hadolint DL3066).
+    assert "USER 10001:10001" in dockerfile and "HEALTHCHECK" in dockerfile
+    assert "/healthz" in dockerfile
     assert "CHAT_HOST=0.0.0.0" in dockerfile
     assert "COPY chat-client/ " in dockerfile and "COPY . " not in dockerfile
     assert '"-m", "chat_client"' in dockerfile

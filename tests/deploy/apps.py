@@ -4,7 +4,7 @@
   os.environ, and azure-identity's when it authenticates with DefaultAzureCredential;
 - chat: the validation alias of every `ChatSettings` field, likewise;
 - llama: nothing from the environment (its server reads prefixed settings only); its command line is
-  checked against `backends.llamacpp.__main__.parse_args` instead.
+  checked against `backends.llamacpp.llama_server.parse_args` instead.
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ AZURE_IDENTITY_VARIABLES = frozenset(
 )
 
 
+# What asyncpg reads besides its arguments (libpq's names); the template sets PGSSLROOTCERT so that
+# sslmode=verify-full checks the server against the image's CA bundle.
+ASYNCPG_VARIABLES = frozenset({"PGSSLROOTCERT", "PGSSLMODE", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL"})
+# What the Azure Monitor OpenTelemetry distro reads (the apps' telemetry modules pass nothing else).
+AZURE_MONITOR_VARIABLES = frozenset({"APPLICATIONINSIGHTS_CONNECTION_STRING"})
+
+
 @dataclass(frozen=True)
 class App:
     name: str
@@ -50,6 +57,8 @@ def _source_reads(package: Path) -> tuple[set[str], bool]:
         for match in _ENVIRON_LOOKUP.finditer(text):
             names.add(match.group(1) or match.group(2))
         uses_azure_identity |= "DefaultAzureCredential(" in text
+        if "configure_azure_monitor(" in text:
+            names |= AZURE_MONITOR_VARIABLES
     return names, uses_azure_identity
 
 
@@ -74,7 +83,7 @@ def chat() -> App:
 
     reads = {str(field.validation_alias) for field in ChatSettings.model_fields.values()}
     extra, uses_identity = _source_reads(REPO / "chat-client" / "chat_client")
-    reads |= extra | (AZURE_IDENTITY_VARIABLES if uses_identity else set())
+    reads |= extra | (AZURE_IDENTITY_VARIABLES if uses_identity else set()) | ASYNCPG_VARIABLES
     required = {
         "CHAT_HOST",  # 127.0.0.1 by default
         "CHAT_SESSION_KEY",  # required outside dev mode

@@ -37,15 +37,20 @@ def bicep_files() -> list[Path]:
 
 
 def module_calls(path: Path) -> dict[str, dict[str, Any]]:
-    """Module symbol -> {"path": resolved file, "loop": loop or None, "params": {...}} of one file."""
+    """Module symbol -> {"path", "loop", "condition", "params"} of one file: the resolved file, the loop (or
+    None), the `if (…)` expression (or None) and the parameters passed."""
     calls = {}
     for symbol, module in parse(path).get("modules", {}).items():
         config = module["config"]
         loop = config.get("loop_type")
         body = config["config"] if loop else config
+        condition = body.get("condition")
+        if condition is not None:
+            body = body["config"]
         calls[symbol] = {
             "path": (path.parent / module["detail"]["path"]).resolve(),
             "loop": loop,
+            "condition": condition,
             "params": body.get("params", {}),
         }
     return calls
@@ -62,6 +67,27 @@ def strip_quotes(key: str) -> str:
 def ns(**attributes: Any) -> SimpleNamespace:
     """A stand-in for a resource or module symbol inside interpolations: ns(outputs=ns(uri='https://…'))."""
     return SimpleNamespace(**attributes)
+
+
+class FakeOutputs:
+    """A module's outputs before a deployment: `<module>.<output>` placeholders."""
+
+    def __init__(self, module: str) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> str:
+        return f"<{self._module}.{name}>"
+
+
+def main_scope(**bindings: Any) -> dict[str, Any]:
+    """main.bicep's scope with every module's outputs faked, unless the caller binds the module."""
+    fakes = {name: ns(outputs=FakeOutputs(name)) for name in module_calls(MAIN)}
+    return scope_of(MAIN, **{**fakes, **bindings})
+
+
+def app_env(symbol: str, **bindings: Any) -> list[dict[str, Any]]:
+    """The env list main.bicep passes to an app module, evaluated (faked module outputs, see main_scope)."""
+    return evaluate(module_calls(MAIN)[symbol]["params"].get("env", []), main_scope(**bindings))
 
 
 def scope_of(path: Path, **bindings: Any) -> dict[str, Any]:
@@ -93,6 +119,13 @@ def evaluate(expression: Any, scope: dict[str, Any]) -> Any:
         return [evaluate(item, scope) for item in expression]
     if "function" in expression:
         function = expression["function"]
+        if function["type"] == "map":  # map(array, x => body): the lambda is evaluated per item
+            items, body = (function["parameters"] or {}).values()
+            detail = body["detail"]
+            return [
+                evaluate(detail["expression"], {**scope, detail["var_1"]: item})
+                for item in evaluate(items, scope)
+            ]
         args = [evaluate(arg, scope) for arg in (function.get("parameters") or {}).values()]
         return _call(function["type"], args)
     if "operator" in expression:
@@ -102,10 +135,33 @@ def evaluate(expression: Any, scope: dict[str, Any]) -> Any:
     return {strip_quotes(key): evaluate(value, scope) for key, value in expression.items()}
 
 
+class _Object(dict):  # type: ignore[type-arg]
+    """A Bicep object inside an interpolation: `item.name` reads its key, as in Bicep."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return _as_bicep(self[name])
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _as_bicep(value: Any) -> Any:
+    if isinstance(value, dict) and not isinstance(value, _Object):
+        return _Object(value)
+    if isinstance(value, list):
+        return [_as_bicep(item) for item in value]
+    return value
+
+
+class _Locals(dict):  # type: ignore[type-arg]
+    def __getitem__(self, name: str) -> Any:
+        return _as_bicep(super().__getitem__(name))
+
+
 def _interpolate(text: str, scope: dict[str, Any]) -> str:
     # The expressions we interpolate (`i + 1`, `names[i]`, `server.properties.fqdn`) read the same in Python.
     def replace(match: re.Match[str]) -> str:
-        value = eval(match.group(1), {"__builtins__": {}}, scope)  # our own test fixtures, no builtins
+        value = eval(match.group(1), {"__builtins__": {}}, _Locals(scope))
         return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
     return _INTERPOLATION.sub(replace, text)
@@ -155,6 +211,14 @@ def _operate(operator: dict[str, Any], scope: dict[str, Any]) -> Any:
     values = [evaluate(operand, scope) for operand in operands.values()]
     if kind == "equals":
         return values[0] == values[1]
+    if kind == "not_equals":
+        return values[0] != values[1]
+    if kind == "greater_than":
+        return values[0] > values[1]
+    if kind == "or":
+        return bool(values[0]) or bool(values[1])
+    if kind == "and":
+        return bool(values[0]) and bool(values[1])
     if kind == "multiply":
         return values[0] * values[1]
     if kind == "add":
@@ -163,12 +227,15 @@ def _operate(operator: dict[str, Any], scope: dict[str, Any]) -> Any:
 
 
 def _access(base: Any, path: Any, scope: dict[str, Any]) -> Any:
-    """`base.a.b`: pycep nests the chain as {"operand_1": "a", "operand_2": "b"}; names are not evaluated."""
+    """`base.a.b`: pycep nests the chain as {"operand_1": "a", "operand_2": "b"}; names are not evaluated.
+    `base.a[0].b` nests an index accessor in the chain: {"operand_1": "a", "operand_2": 0}, whose index is."""
     if isinstance(path, dict):
         accessor = path["operator"]
+        operands = accessor["operands"]
         if accessor["type"] == "property_accessor":
-            name, rest = accessor["operands"]["operand_1"], accessor["operands"]["operand_2"]
-            return _access(_member(base, name), rest, scope)
+            return _access(_access(base, operands["operand_1"], scope), operands["operand_2"], scope)
+        if accessor["type"] == "index_accessor":
+            return _access(base, operands["operand_1"], scope)[evaluate(operands["operand_2"], scope)]
         raise NotImplementedError(f"Bicep accessor {accessor['type']} in a test evaluation")
     return _member(base, path)
 

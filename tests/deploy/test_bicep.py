@@ -4,14 +4,14 @@ main.bicep, azd's conventions (tags, outputs), and every app configured with exa
 from __future__ import annotations
 
 import argparse
-import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy import bicep, dockerfiles
+from tests.deploy import azd_params, bicep, dockerfiles
 from tests.deploy.apps import App
 from tests.deploy.bicep import MAIN, evaluate, ns, parse, scope_of
 
@@ -19,7 +19,11 @@ REPO = Path(__file__).resolve().parents[2]
 PARAMETERS_FILE = bicep.BICEP_DIR / "main.parameters.json"
 CONTAINER_APP = (bicep.BICEP_DIR / "modules" / "container-app.bicep").resolve()
 APP_MODULES = {"gateway": "gateway", "chat": "chat", "llama": "llama"}  # main.bicep symbol -> app
-_AZD_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:=([^}]*))?\}")
+# Types whose newest API version is a preview or older than 2022 (every Azure template uses these).
+NEWEST_IS_OLD_OR_PREVIEW = {
+    "Microsoft.Insights/diagnosticSettings@2021-05-01-preview",  # categoryGroup needs it; the GA is 2016
+    "Microsoft.Insights/components@2020-02-02",  # Application Insights' newest GA version
+}
 UPPER_SNAKE = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
 
 
@@ -63,6 +67,8 @@ def test_main_is_subscription_scoped_with_a_tagged_resource_group() -> None:
 def test_resource_api_versions_are_stable(path: Path) -> None:
     for symbol, resource in parse(path).get("resources", {}).items():
         version = resource["api_version"]
+        if f"{resource['type']}@{version}" in NEWEST_IS_OLD_OR_PREVIEW:
+            continue
         assert re.fullmatch(r"20\d\d-\d\d-\d\d", version), f"{symbol}: {resource['type']}@{version}"
         assert int(version[:4]) >= 2022, f"{symbol}: {resource['type']}@{version} is old"
 
@@ -77,72 +83,6 @@ def test_outputs_are_upper_snake_and_include_what_azd_needs() -> None:
         "AZURE_CHAT_URL",
         "AZURE_GATEWAY_URL",
     } <= set(outputs)
-
-
-# ---- main.parameters.json -------------------------------------------------------------------------------
-
-
-def azd_substitute(text: str, env: dict[str, str]) -> str:
-    """What azd does to the file before reading it as JSON: ${VAR} and ${VAR=default}."""
-    return _AZD_REFERENCE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
-
-
-def azd_value(param: dict[str, Any], value: Any) -> Any:
-    """azd's relaxed typing: a string becomes the bool or int the template declares."""
-    if isinstance(value, str) and param["type"] == "bool":
-        return {"true": True, "false": False}[value.lower()]
-    if isinstance(value, str) and param["type"] == "int":
-        return int(value)
-    return value
-
-
-def test_parameters_file_maps_to_declared_parameters() -> None:
-    text = PARAMETERS_FILE.read_text(encoding="utf-8")
-    mapped = json.loads(azd_substitute(text, {}))["parameters"]
-    declared = declared_params(MAIN)
-    assert set(mapped) <= set(declared), (
-        f"not parameters of main.bicep: {sorted(set(mapped) - set(declared))}"
-    )
-    for name, param in declared.items():
-        generated = (bicep.decorators(param).get("metadata") or {}).get("azd", {}).get("type") == "generate"
-        if generated:
-            assert "secure" in bicep.decorators(param), f"{name}: a generated value must be @secure()"
-            assert name not in mapped, f"{name}: azd generates it; the parameters file must not set it"
-        elif param.get("default") is None:
-            assert name in mapped, f"{name} has no default and no mapping in main.parameters.json"
-    references = {m.group(1): m.group(2) for m in _AZD_REFERENCE.finditer(text)}
-    assert all(UPPER_SNAKE.fullmatch(name) for name in references)
-    assert {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_PRINCIPAL_ID"} <= set(references)
-
-
-def test_parameters_file_defaults_are_the_template_defaults_and_valid() -> None:
-    mapped = json.loads(azd_substitute(PARAMETERS_FILE.read_text(encoding="utf-8"), {}))["parameters"]
-    declared = declared_params(MAIN)
-    for name, entry in mapped.items():
-        param = declared[name]
-        value = entry["value"]
-        if value == "" and param["type"] == "string":
-            continue  # azd passes nothing: the template default (or, without one, a prompt)
-        value = azd_value(param, value)
-        if param.get("default") is not None:
-            assert value == param["default"], (
-                f"{name}: parameters file default {value!r} != {param['default']!r}"
-            )
-        rules = bicep.decorators(param)
-        if "allowed" in rules:
-            assert value in rules["allowed"], name
-        if "min_value" in rules:
-            assert value >= rules["min_value"], name
-        if "max_value" in rules:
-            assert value <= rules["max_value"], name
-
-
-def test_openai_instances_from_the_environment_reach_the_template_as_an_array() -> None:
-    instances = [{"name": "eastus", "location": "eastus"}, {"name": "sweden", "location": "swedencentral"}]
-    env = {"AZURE_OPENAI_INSTANCES": json.dumps(instances), "AZURE_OPENAI_CAPACITY": "50"}
-    mapped = json.loads(azd_substitute(PARAMETERS_FILE.read_text(encoding="utf-8"), env))["parameters"]
-    assert mapped["openAiInstances"]["value"] == instances
-    assert azd_value(declared_params(MAIN)["openAiCapacity"], mapped["openAiCapacity"]["value"]) == 50
 
 
 # ---- azd services ---------------------------------------------------------------------------------------
@@ -191,15 +131,12 @@ def test_azd_service_tags_match_azure_yaml(azure_yaml: dict[str, Any]) -> None:
 # ---- the apps' configuration ----------------------------------------------------------------------------
 
 
-def app_env(symbol: str) -> list[dict[str, Any]]:
-    return app_calls()[symbol]["params"].get("env", [])
-
-
 @pytest.mark.parametrize("symbol", sorted(APP_MODULES))
 def test_sets_what_the_app_needs_and_nothing_it_does_not_read(symbol: str, app_specs: dict[str, App]) -> None:
     app = app_specs[APP_MODULES[symbol]]
     params = app_calls()[symbol]["params"]
-    names = [item["name"] for item in params.get("env", [])]
+    env = bicep.app_env(symbol)
+    names = [item["name"] for item in env]
     assert len(names) == len(set(names)), f"{symbol}: a variable is set twice"
     unread = set(names) - app.reads
     assert not unread, f"{symbol} sets variables its app never reads: {sorted(unread)}"
@@ -207,7 +144,7 @@ def test_sets_what_the_app_needs_and_nothing_it_does_not_read(symbol: str, app_s
     missing = app.required - set(names) - set(image_env)
     assert not missing, f"{symbol} leaves required variables unset: {sorted(missing)}"
     secrets = {secret["name"]: secret for secret in params.get("secrets", [])}
-    for item in params.get("env", []):
+    for item in env:
         assert ("value" in item) != ("secretRef" in item), item["name"]
         if "secretRef" in item:
             assert item["secretRef"] in secrets, f"{symbol}: {item['name']} refers to an undeclared secret"
@@ -215,21 +152,9 @@ def test_sets_what_the_app_needs_and_nothing_it_does_not_read(symbol: str, app_s
         assert set(secret) == {"name", "keyVaultUrl", "identity"}, "secrets come from Key Vault, by identity"
 
 
-class FakeOutputs:
-    """A module's outputs before a deployment: `<module>.<output>` placeholders."""
-
-    def __init__(self, module: str) -> None:
-        self._module = module
-
-    def __getattr__(self, name: str) -> str:
-        return f"<{self._module}.{name}>"
-
-
 def literal_env(symbol: str, **bindings: Any) -> dict[str, Any]:
     """The app's non-secret variables, with made-up outputs for the modules they come from."""
-    fakes = {name: ns(outputs=FakeOutputs(name)) for name in bicep.module_calls(MAIN)}
-    scope = scope_of(MAIN, **{**fakes, **bindings})
-    return {item["name"]: evaluate(item["value"], scope) for item in app_env(symbol) if "value" in item}
+    return {item["name"]: item["value"] for item in bicep.app_env(symbol, **bindings) if "value" in item}
 
 
 @pytest.mark.parametrize("symbol", ["gateway", "chat"])
@@ -247,12 +172,11 @@ def test_chat_settings_load_from_the_template(
     from chat_client.settings import load_settings
 
     gateway_uri = "https://ca-gateway-abc.internal.example.azurecontainerapps.io"
-    env = literal_env("chat", gateway=ns(outputs=ns(uri=gateway_uri)))
+    env = chat_env_with_made_up_outputs(gateway_uri)
     secrets = {
         "CHAT_SESSION_KEY": derived_session_key(
             generate_like_azd(param_generate_config("chatSessionSecret"))
         ),
-        "DATABASE_URL": database_url(generate_like_azd(param_generate_config("postgresAdminPassword"))),
         "AZURE_OPENAI_API_KEY": generate_like_azd(param_generate_config("gatewayApiKey")),
     }
     for name in app_specs["chat"].reads:
@@ -263,31 +187,51 @@ def test_chat_settings_load_from_the_template(
     assert settings.openai_host == "azure_custom"
     assert settings.azure_openai_custom_url == f"{gateway_uri}/openai"
     assert settings.chat_model == llama_args(2).alias
-    assert settings.resolved_database_url.startswith("postgresql+asyncpg://chatadmin:")
-    assert "ssl=require" in settings.resolved_database_url
+    assert settings.resolved_database_url == (
+        f"postgresql+asyncpg://{CHAT_IDENTITY_NAME}@{POSTGRES_FQDN}:5432/chat?ssl=verify-full"
+    )
+    assert settings.database_azure_auth is True
 
 
 def test_gateway_literal_settings() -> None:
-    env = literal_env(
-        "gateway", gatewayIdentity=ns(outputs=ns(clientId="00000000-0000-0000-0000-000000000001"))
-    )
+    identity = ns(outputs=ns(clientId="00000000-0000-0000-0000-000000000001", principalId="oid"))
+    env = literal_env("gateway", gatewayIdentity=identity)
     assert env["GATEWAY_LOG_LEVEL"] in {"debug", "info", "warning", "error"}
     assert env["AZURE_CLIENT_ID"] == "00000000-0000-0000-0000-000000000001"
 
 
-def gateway_backends_json(llama_count: int, instances: list[dict[str, str]]) -> str:
+def gateway_backends_json(
+    llama_count: int,
+    instances: list[dict[str, str]],
+    existing: list[dict[str, str]] | None = None,
+    location: str = "",
+) -> str:
     """Evaluate gateway-backends.bicep the way main.bicep calls it, with made-up addresses."""
+    existing = existing or []
     path = bicep.module_calls(MAIN)["gatewayBackends"]["path"]
-    main_scope = scope_of(MAIN, llamaBackendCount=llama_count, openAiInstances=instances)
+    main_scope = scope_of(
+        MAIN,
+        llamaBackendCount=llama_count,
+        openAiInstances=instances,
+        openAiExisting=existing,
+        openAiLocation=location,
+    )
     passed = bicep.module_calls(MAIN)["gatewayBackends"]["params"]
     fqdns = [f"ca-llama-{i + 1}-abc.internal.example.azurecontainerapps.io" for i in range(llama_count)]
-    endpoints = [f"https://oai-{inst['name']}-abc.openai.azure.com/" for inst in instances]
+    created = main_scope["openAiCreated"]
+    endpoints = [f"https://oai-{inst['name']}-abc.openai.azure.com/" for inst in created]
+    existing_endpoints = [f"https://{account['accountName']}.openai.azure.com/" for account in existing]
+    module_outputs = {"llamaFqdns", "openAiEndpoints", "openAiExistingEndpoints"}
     params = {
-        name: evaluate(value, main_scope)
-        for name, value in passed.items()
-        if name not in {"llamaFqdns", "openAiEndpoints"}
+        name: evaluate(value, main_scope) for name, value in passed.items() if name not in module_outputs
     }
-    scope = scope_of(path, llamaFqdns=fqdns, openAiEndpoints=endpoints, **params)
+    scope = scope_of(
+        path,
+        llamaFqdns=fqdns,
+        openAiEndpoints=endpoints,
+        openAiExistingEndpoints=existing_endpoints,
+        **params,
+    )
     return evaluate(parse(path)["outputs"]["json"]["value"], scope)
 
 
@@ -299,9 +243,10 @@ def test_gateway_backends_from_the_template_are_valid_gateway_settings() -> None
     names = [backend.name for backend in settings.backends]
     assert names == ["llama-1", "llama-2", "llama-3", "aoai-eastus", "aoai-sweden"]
     for backend in settings.backends[:3]:
-        assert backend.kind is BackendKind.LLAMACPP
+        assert backend.kind is BackendKind.LLAMA_SERVER
         assert backend.url.startswith("https://") and backend.url.endswith(".azurecontainerapps.io/v1")
-        assert backend.max_concurrency and backend.priority == 0
+        # Its slots are read from the server (/props): a number here could only disagree with --parallel.
+        assert backend.max_concurrency is None and backend.priority == 0
     for backend in settings.backends[3:]:
         assert backend.kind is BackendKind.AZURE
         assert backend.api_key is None, "Azure OpenAI is reached with the managed identity, never a key"
@@ -311,8 +256,64 @@ def test_gateway_backends_from_the_template_are_valid_gateway_settings() -> None
     assert [b.name for b in only_llama.backends] == ["llama-1", "llama-2"]
 
 
+def test_azure_openai_created_in_a_region_and_brought_along_become_backends() -> None:
+    from gateway.settings import BackendKind, GatewaySettings
+
+    existing = [{"name": "prod", "resourceGroup": "rg-ai", "accountName": "my-aoai", "deployment": "gpt-4.1"}]
+    backends = gateway_backends_json(1, [], existing=existing, location="swedencentral")
+    settings = GatewaySettings(backends=backends, host="0.0.0.0")
+    assert [b.name for b in settings.backends] == ["llama-1", "aoai-swedencentral", "aoai-prod"]
+    region, prod = settings.backends[1:]
+    assert region.kind is prod.kind is BackendKind.AZURE
+    assert region.deployment == scope_of(MAIN)["openAiDeploymentName"]
+    assert prod.deployment == "gpt-4.1" and prod.url.rstrip("/") == "https://my-aoai.openai.azure.com"
+    assert region.api_key is None and prod.api_key is None
+    # The role for the gateway is assigned in the account's own resource group.
+    call = bicep.module_calls(MAIN)["openAiExistingAccess"]
+    assert call["loop"] is not None
+    scope_call = parse(MAIN)["modules"]["openAiExistingAccess"]["config"]["config"]["scope"]["function"]
+    assert scope_call["type"] == "resource_group"
+    arguments = [
+        evaluate(a, {"account": existing[0]}) for a in scope_call["parameters"].values() if a is not None
+    ]
+    assert arguments == ["rg-ai"]
+
+
+def test_the_openai_region_list_offers_only_real_regions_and_none() -> None:
+    allowed = bicep.decorators(declared_params(MAIN)["openAiLocation"])["allowed"]
+    assert allowed[0] == "" and len(allowed) == len(set(allowed)) > 10
+    assert all(re.fullmatch(r"[a-z]+[0-9]?", region) for region in allowed[1:])
+    metadata = bicep.decorators(declared_params(MAIN)["openAiLocation"])["metadata"]["azd"]
+    model = scope_of(MAIN)["openAiModelName"]
+    assert metadata["type"] == "location"
+    assert metadata["usageName"] == [f"OpenAI.GlobalStandard.{model},{scope_of(MAIN)['openAiCapacity']}"]
+
+
+def walk(tree: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(tree, dict):
+        yield tree
+        for value in tree.values():
+            yield from walk(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from walk(value)
+
+
+@pytest.mark.parametrize("path", bicep.bicep_files(), ids=lambda p: str(p.relative_to(bicep.BICEP_DIR)))
+def test_no_construct_bicep_or_checkov_rejects(path: Path) -> None:
+    """A `for` inside a function call is Bicep error BCP138; a lambda is valid Bicep that checkov cannot parse."""
+    for node in walk(parse(path)):
+        function = node.get("function")
+        if isinstance(function, dict):
+            for argument in (function.get("parameters") or {}).values():
+                assert not (isinstance(argument, dict) and "loop_type" in argument), (
+                    f"{path.name}: for in a call"
+                )
+        assert node.get("type") != "lambda_expression", f"{path.name}: a lambda (checkov cannot parse it)"
+
+
 def llama_args(cores: int) -> argparse.Namespace:
-    from backends.llamacpp.__main__ import parse_args
+    from backends.llamacpp.llama_server import parse_args
 
     scope = scope_of(MAIN, llamaCpuCores=cores)
     args = [str(word) for word in evaluate(app_calls()["llama"]["params"]["args"], scope)]
@@ -326,6 +327,7 @@ def test_llama_arguments_are_accepted_by_the_backend_cli() -> None:
     for cores in allowed:
         args = llama_args(cores)
         assert args.threads == cores
+        assert args.parallel == scope_of(MAIN)["llamaParallel"]
         assert args.host == "0.0.0.0"
         assert args.port == evaluate(app_calls()["llama"]["params"]["targetPort"], scope_of(MAIN))
         assert (
@@ -442,18 +444,28 @@ def derived_session_key(secret: str) -> str:
     return evaluate(value, {"chatSessionSecret": secret})
 
 
-def database_url(password: str) -> str:
-    postgres = bicep.module_calls(MAIN)["postgres"]["params"]
-    path = bicep.module_calls(MAIN)["postgres"]["path"]
-    main_scope = scope_of(MAIN)
+CHAT_IDENTITY_NAME = "id-chat-abc"
+POSTGRES_FQDN = "psql-abc.postgres.database.azure.com"
+
+
+def database_url() -> str:
+    """postgres.bicep's databaseUrl output, as main.bicep calls the module, with made-up names."""
+    call = bicep.module_calls(MAIN)["postgres"]
     scope = scope_of(
-        path,
-        administratorLogin=evaluate(postgres["administratorLogin"], main_scope),
-        administratorLoginPassword=password,
-        server=ns(properties=ns(fullyQualifiedDomainName="psql-abc.postgres.database.azure.com")),
-        database=ns(name=evaluate(postgres["databaseName"], main_scope)),
+        call["path"],
+        appPrincipalName=CHAT_IDENTITY_NAME,
+        server=ns(properties=ns(fullyQualifiedDomainName=POSTGRES_FQDN)),
+        database=ns(name=evaluate(call["params"]["databaseName"], scope_of(MAIN))),
     )
-    return evaluate(parse(path)["resources"]["databaseUrlSecret"]["config"]["properties"]["value"], scope)
+    return evaluate(parse(call["path"])["outputs"]["databaseUrl"]["value"], scope)
+
+
+def chat_env_with_made_up_outputs(gateway_uri: str) -> dict[str, Any]:
+    return literal_env(
+        "chat",
+        gateway=ns(outputs=ns(uri=gateway_uri)),
+        postgres=ns(outputs=ns(databaseUrl=database_url())),
+    )
 
 
 def test_the_generated_session_secret_always_makes_a_valid_fernet_key() -> None:
@@ -467,19 +479,22 @@ def test_the_generated_session_secret_always_makes_a_valid_fernet_key() -> None:
         Fernet(key.encode())
 
 
-def test_the_generated_postgres_password_is_strong_and_url_safe() -> None:
-    from urllib.parse import urlsplit
+def test_the_database_url_has_no_password_and_verifies_the_server() -> None:
+    from urllib.parse import parse_qsl, urlsplit
 
-    from chat_client.settings import normalize_database_url
-
-    config = param_generate_config("postgresAdminPassword")
-    for _ in range(200):
-        password = generate_like_azd(config)
-        # Azure's rule: 8 to 128 characters from at least three of upper, lower, digits, symbols.
-        assert 8 <= len(password) <= 128
-        assert sum(any(c in chars for c in password) for chars in (LOWER, UPPER, DIGITS, SYMBOLS)) >= 3
-        url = urlsplit(normalize_database_url(database_url(password)))
-        assert url.password == password and url.port == 5432 and url.path == "/chat"
+    url = urlsplit(database_url())
+    assert url.username == CHAT_IDENTITY_NAME and url.password is None
+    assert (url.hostname, url.port, url.path) == (POSTGRES_FQDN, 5432, "/chat")
+    assert dict(parse_qsl(url.query)) == {"sslmode": "verify-full"}
+    # The identity the URL names is the one the server makes its Entra administrator, and the app's own.
+    scope = bicep.main_scope()
+    postgres = bicep.module_calls(MAIN)["postgres"]["params"]
+    chat = app_calls()["chat"]["params"]
+    assert evaluate(postgres["appPrincipalName"], scope) == evaluate(chat["additionalIdentityName"], scope)
+    assert evaluate(postgres["appPrincipalId"], scope) == "<chatIdentity.principalId>"
+    server = parse(bicep.module_calls(MAIN)["postgres"]["path"])["resources"]["server"]["config"]
+    assert server["properties"]["authConfig"]["passwordAuth"] == "Disabled"
+    assert "administratorLoginPassword" not in server["properties"]
 
 
 def test_the_generated_gateway_key_is_header_safe() -> None:
@@ -490,6 +505,6 @@ def test_the_generated_gateway_key_is_header_safe() -> None:
 def test_no_made_up_names_in_the_apps_namespaces() -> None:
     """azd environment names (parameters and outputs) stay out of the apps' own GATEWAY_/CHAT_ prefixes."""
     text = PARAMETERS_FILE.read_text(encoding="utf-8")
-    names = {m.group(1) for m in _AZD_REFERENCE.finditer(text)} | set(parse(MAIN)["outputs"])
+    names = set(azd_params.references(text)) | set(parse(MAIN)["outputs"])
     for name in names:
         assert not name.startswith(("GATEWAY_", "CHAT_")), f"{name} would read as a setting of an app"

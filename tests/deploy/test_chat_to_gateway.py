@@ -32,9 +32,8 @@ def compose_chat_env() -> dict[str, str]:
 
 def bicep_chat_env() -> dict[str, Any]:
     gateway_uri = "https://ca-gateway-abc.internal.example.azurecontainerapps.io"
-    scope = bicep.scope_of(bicep.MAIN, gateway=bicep.ns(outputs=bicep.ns(uri=gateway_uri)))
-    env = bicep.module_calls(bicep.MAIN)["chat"]["params"]["env"]
-    return {item["name"]: bicep.evaluate(item["value"], scope) for item in env if "value" in item}
+    env = bicep.app_env("chat", gateway=bicep.ns(outputs=bicep.ns(uri=gateway_uri)))
+    return {item["name"]: item["value"] for item in env if "value" in item}
 
 
 @pytest.mark.parametrize("source", ["compose", "bicep"])

@@ -12,6 +12,7 @@ import re
 import secrets
 import shlex
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -64,7 +65,7 @@ def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> Non
 
 
 def test_the_expected_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "llama-1", "llama-2", "gateway", "chat"}
+    assert set(compose["services"]) == {"postgres", "redis", "llama-1", "llama-2", "gateway", "chat"}
 
 
 def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
@@ -103,7 +104,7 @@ def test_only_the_chat_app_and_gateway_are_published_and_on_loopback_by_default(
 
 def test_the_database_and_model_servers_have_no_way_out(compose: dict[str, Any]) -> None:
     assert compose["networks"]["private"]["internal"] is True
-    for name in ("postgres", "llama-1", "llama-2"):
+    for name in ("postgres", "redis", "llama-1", "llama-2"):
         assert compose["services"][name]["networks"] == ["private"], name
     for name in ("gateway", "chat"):
         assert set(compose["services"][name]["networks"]) == {"private", "edge"}, name
@@ -208,6 +209,9 @@ def test_gateway_settings_load_from_the_file(
         service = compose["services"][host]
         assert host == name and int(port) == llama_args(service).port
         assert backend.url.endswith("/v1")
+    # Every gateway process shares its routing state through the stack's Redis.
+    assert settings.state_url is not None and urlsplit(settings.state_url).hostname == "redis"
+    assert "redis" in compose["services"] and "redis" in gateway["depends_on"]
 
 
 def test_the_documented_extra_backend_example_loads(
@@ -245,11 +249,11 @@ def test_chat_settings_load_from_the_file(
 
 def llama_args(service: dict[str, Any]) -> argparse.Namespace:
     """The backend's real argument parser on the image ENTRYPOINT followed by the service's command."""
-    from backends.llamacpp.__main__ import parse_args
+    from backends.llamacpp.llama_server import parse_args
 
     stage = dockerfiles.final_stage(dockerfiles.DOCKERFILES["llama"])
     entrypoint = dockerfiles.exec_form(dockerfiles.values(stage, "ENTRYPOINT")[-1])
-    assert entrypoint[:3] == ["python", "-m", "backends.llamacpp"]
+    assert entrypoint[:3] == ["python", "-m", "backends.llamacpp.llama_server"]
     command = service["command"]
     command = shlex.split(command) if isinstance(command, str) else command
     return parse_args(entrypoint[3:] + [str(word) for word in command])

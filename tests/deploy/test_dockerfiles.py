@@ -61,7 +61,7 @@ def test_gateway_and_chat_bind_all_interfaces() -> None:
 
 
 def test_llama_binds_all_interfaces() -> None:
-    from backends.llamacpp.__main__ import parse_args
+    from backends.llamacpp.llama_server import parse_args
 
     stage = dockerfiles.final_stage(dockerfiles.DOCKERFILES["llama"])
     entrypoint = dockerfiles.exec_form(dockerfiles.values(stage, "ENTRYPOINT")[-1])

@@ -75,7 +75,13 @@ async def gateway(clock: ManualClock) -> AsyncIterator[Callable[..., Any]]:
         ]
         credential = settings.pop("azure_credential", None)
         app_clock = settings.pop("clock", clock)
-        app = create_app(GatewaySettings(backends=configs, **settings), clock=app_clock, azure_credential=credential)
+        telemetry = settings.pop("telemetry", None)
+        app = create_app(
+            GatewaySettings(backends=configs, **settings),
+            clock=app_clock,
+            azure_credential=credential,
+            telemetry=telemetry,
+        )
         runner = GatewayRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -5,32 +5,36 @@
 @description('Internal FQDNs of the llama.cpp backend apps, in order: backend i is named llama-<i+1>.')
 param llamaFqdns array
 
-@description('Requests one llama.cpp app takes at once before the gateway queues or spills over.')
-@minValue(1)
-param llamaMaxConcurrency int
-
-@description('Azure OpenAI endpoints (https://NAME.openai.azure.com/), in the order of openAiNames.')
-param openAiEndpoints array = []
-
-@description('Short names of the Azure OpenAI instances: backend i is named aoai-<name>.')
+@description('Short names of the Azure OpenAI accounts this template created: backend i is named aoai-<name>.')
 param openAiNames array = []
 
+@description('Their endpoints (https://NAME.openai.azure.com/), in the order of openAiNames.')
+param openAiEndpoints array = []
+
+@description('The chat deployment created in each of them.')
 param openAiDeploymentName string = ''
+
+@description('Accounts brought along: { name, resourceGroup, accountName, deployment }, as main.bicep\'s openAiExisting.')
+param openAiExisting array = []
+
+@description('Their endpoints, in the order of openAiExisting.')
+param openAiExistingEndpoints array = []
+
 param openAiApiVersion string = '2024-10-21'
 
 @description('Lower is preferred: 0 shares traffic with llama.cpp, 1 only takes what llama.cpp cannot.')
 param openAiPriority int = 1
 
+// llama-server: the gateway reads each one's slots (/props), readiness (/health) and load (/metrics).
 var llamaBackends = [for (fqdn, i) in llamaFqdns: {
   name: 'llama-${i + 1}'
-  kind: 'llamacpp'
+  kind: 'llama-server'
   url: 'https://${fqdn}/v1'
   priority: 0
-  max_concurrency: llamaMaxConcurrency
 }]
 
 // No api_key: the gateway authenticates with its managed identity (AZURE_CLIENT_ID).
-var openAiBackends = [for (endpoint, i) in openAiEndpoints: {
+var createdBackends = [for (endpoint, i) in openAiEndpoints: {
   name: 'aoai-${openAiNames[i]}'
   kind: 'azure'
   url: endpoint
@@ -39,4 +43,13 @@ var openAiBackends = [for (endpoint, i) in openAiEndpoints: {
   priority: openAiPriority
 }]
 
-output json string = string(concat(llamaBackends, openAiBackends))
+var existingBackends = [for (endpoint, i) in openAiExistingEndpoints: {
+  name: 'aoai-${openAiExisting[i].name}'
+  kind: 'azure'
+  url: endpoint
+  deployment: openAiExisting[i].deployment
+  api_version: openAiApiVersion
+  priority: openAiPriority
+}]
+
+output json string = string(concat(llamaBackends, createdBackends, existingBackends))

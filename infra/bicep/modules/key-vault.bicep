@@ -1,6 +1,7 @@
-// Key Vault for the apps' secrets (PostgreSQL password and URL, chat session key, gateway API key).
-// Access is by Azure RBAC only: the apps' identity may read secrets, and so may the person running azd
-// (to fetch the gateway API key); nobody gets a vault access policy.
+// Key Vault for the apps' secrets (chat session key, gateway API key). Access is by Azure RBAC only: each
+// app's identity may read its own secrets (assigned per secret, key-vault-secret.bicep), the person running
+// azd may read them all (to fetch the gateway API key); nobody gets a vault access policy. Every data-plane
+// access is logged to Log Analytics (the audit category).
 
 @description('Name of the vault: 3-24 characters, globally unique.')
 param name string
@@ -8,11 +9,11 @@ param name string
 param location string = resourceGroup().location
 param tags object = {}
 
-@description('Principal id of the identity the container apps read their secrets with.')
-param appsPrincipalId string
-
 @description('Object id of the user running azd (AZURE_PRINCIPAL_ID); empty: no user access.')
 param userPrincipalId string = ''
+
+@description('Log Analytics workspace that receives the vault\'s audit logs and metrics.')
+param workspaceId string
 
 var secretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
 
@@ -37,22 +38,32 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-resource appsSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(vault.id, appsPrincipalId, secretsUserRoleId)
-  scope: vault
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretsUserRoleId)
-    principalId: appsPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
 resource userSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(userPrincipalId)) {
   name: guid(vault.id, userPrincipalId, secretsUserRoleId)
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretsUserRoleId)
     principalId: userPrincipalId
+  }
+}
+
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        categoryGroup: 'audit'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

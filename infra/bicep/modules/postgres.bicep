@@ -1,5 +1,9 @@
-// PostgreSQL Flexible Server inside the virtual network (no public endpoint), with the chat database and
-// two Key Vault secrets: the admin password, and the DATABASE_URL the chat app reads.
+// PostgreSQL Flexible Server inside the virtual network (no public endpoint), with the chat database. No
+// password exists: authentication is Microsoft Entra ID only, and the one principal is the chat app's
+// managed identity, which signs in with a token (scope https://ossrdbms-aad.database.windows.net/.default)
+// as its password. It is the server's Entra administrator because a narrower role can only be created by
+// SQL run from inside the virtual network (pgaadauth_create_principal); the server holds nothing but the
+// chat app's own database. Logs and metrics go to Log Analytics.
 
 @description('Name of the server: globally unique, lowercase letters, digits and hyphens.')
 param name string
@@ -27,10 +31,11 @@ param skuTier string = 'Burstable'
 @minValue(32)
 param storageSizeGB int = 32
 
-param administratorLogin string
+@description('Principal (object) id of the chat app\'s managed identity: the Entra administrator.')
+param appPrincipalId string
 
-@secure()
-param administratorLoginPassword string
+@description('Name of that identity: the PostgreSQL user it signs in as.')
+param appPrincipalName string
 
 param databaseName string
 
@@ -40,8 +45,8 @@ param delegatedSubnetId string
 @description('The virtual network the private DNS zone is linked to, so that the apps resolve the server.')
 param virtualNetworkId string
 
-@description('Vault that receives the postgres-admin-password and database-url secrets.')
-param keyVaultName string
+@description('Log Analytics workspace that receives the server\'s logs and metrics.')
+param workspaceId string
 
 // With VNet integration the server's name resolves through this private zone; its name must end with
 // .postgres.database.azure.com.
@@ -74,11 +79,10 @@ resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
   }
   properties: {
     version: version
-    administratorLogin: administratorLogin
-    administratorLoginPassword: administratorLoginPassword
     authConfig: {
-      activeDirectoryAuth: 'Disabled'
-      passwordAuth: 'Enabled'
+      activeDirectoryAuth: 'Enabled'
+      passwordAuth: 'Disabled'
+      tenantId: tenant().tenantId
     }
     storage: {
       storageSizeGB: storageSizeGB
@@ -110,30 +114,42 @@ resource database 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2024-08-0
   }
 }
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
-  name: keyVaultName
-}
-
-resource passwordSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
-  parent: vault
-  name: 'postgres-admin-password'
+resource appAdministrator 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2024-08-01' = {
+  parent: server
+  name: appPrincipalId
   properties: {
-    value: administratorLoginPassword
-    contentType: 'text/plain'
+    principalType: 'ServicePrincipal'
+    principalName: appPrincipalName
+    tenantId: tenant().tenantId
   }
+  dependsOn: [
+    database
+  ]
 }
 
-// The server only accepts TLS; the chat app turns sslmode=require into asyncpg's ssl=require.
-resource databaseUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
-  parent: vault
-  name: 'database-url'
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: server
   properties: {
-    value: 'postgresql://${administratorLogin}:${administratorLoginPassword}@${server.properties.fullyQualifiedDomainName}:5432/${database.name}?sslmode=require'
-    contentType: 'text/plain'
+    workspaceId: workspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 
 output name string = server.name
 output fqdn string = server.properties.fullyQualifiedDomainName
 output databaseName string = database.name
-output databaseUrlSecretUri string = databaseUrlSecret.properties.secretUri
+// What the chat app's DATABASE_URL holds: no password (the app fetches a token), and verify-full, so that
+// the TLS certificate must name this server and chain to a trusted root.
+output databaseUrl string = 'postgresql://${appPrincipalName}@${server.properties.fullyQualifiedDomainName}:5432/${database.name}?sslmode=verify-full'

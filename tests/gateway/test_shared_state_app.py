@@ -1,0 +1,81 @@
+"""The gateway app with GATEWAY_STATE_URL, in process: how many Redis calls a request costs, and the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import openai
+import pytest
+from redis.asyncio import Redis
+
+from backends.fake import FakeUpstream
+from gateway import keys
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.gateway.redis_server import RedisServer, redis_server
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with redis_server() as running:
+        yield running
+
+
+@pytest.fixture
+async def redis(server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+async def script_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+
+
+@pytest.fixture
+async def gateway(aiohttp_client: Any, upstreams: Any, server: RedisServer):
+    sdks: list[openai.AsyncOpenAI] = []
+
+    async def start(**backend: Any) -> tuple[Any, openai.AsyncOpenAI, FakeUpstream]:
+        upstream = await upstreams(name="up")
+        settings = GatewaySettings(backends=[{"name": "up", "url": upstream.openai_url, **backend}],
+                                   state_url=server.url, state_deadline=1.0)
+        client = await aiohttp_client(create_app(settings))
+        sdk = openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="x", max_retries=0)
+        sdks.append(sdk)
+        return client, sdk, upstream
+
+    yield start
+    for sdk in sdks:
+        await sdk.close()
+
+
+async def test_an_uncapped_backend_in_a_clean_state_costs_no_redis_call(gateway, redis):
+    _, sdk, upstream = await gateway()
+    before = await script_calls(redis)
+    for _ in range(20):
+        await sdk.chat.completions.create(model="m", messages=HI)
+    assert await script_calls(redis) - before <= 1  # at most the periodic refresh, never one per request
+    assert upstream.chat_count == 20
+
+
+async def test_a_capped_backend_costs_one_call_to_take_the_lease_and_one_to_give_it_back(gateway, redis):
+    client, sdk, _ = await gateway(max_concurrency=2)
+    before = await script_calls(redis)
+    for _ in range(10):
+        await sdk.chat.completions.create(model="m", messages=HI)
+    await client.app[keys.BALANCER].shared.drain()  # the last release is sent after the answer
+    assert 20 <= await script_calls(redis) - before <= 21  # (+ the periodic refresh, at most once)
+    assert await redis.zcard("{gw}:v1:l:up") == 0  # every lease given back
+
+
+async def test_metrics_say_whether_the_shared_state_answers(gateway):
+    client, _, _ = await gateway()
+    text = await (await client.get("/metrics")).text()
+    assert "gateway_shared_state_up 1.0" in text
+    assert 'gateway_shared_state_fallbacks_total{reason="error"} 0.0' in text

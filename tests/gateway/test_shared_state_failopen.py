@@ -1,0 +1,109 @@
+"""SharedState: views that follow other replicas, leases renewed while held, and failing open without Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.shared_state.shared import SharedState
+from gateway.shared_state.store import BreakerRule, Candidate, RedisStore
+from tests.gateway.redis_server import redis_server
+
+RULE = BreakerRule(eject_after_failures=3, eject_base=5.0, eject_max=60.0)
+CAPPED = Candidate("a", max_concurrency=1, weight=1, priority=0)
+OPEN = Candidate("b", max_concurrency=None, weight=1, priority=0)
+
+
+@contextlib.asynccontextmanager
+async def replica(url: str, **options: object) -> AsyncIterator[SharedState]:
+    redis = Redis.from_url(url, socket_connect_timeout=0.5, retry=None)
+    shared = SharedState(RedisStore(redis), ["a", "b"], breaker=RULE, **options)  # type: ignore[arg-type]
+    task = asyncio.create_task(shared.run())
+    try:
+        yield shared
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await shared.drain()
+        await redis.aclose()
+
+
+async def eventually(condition, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_throttle_seen_by_one_replica_reaches_the_others_view():
+    with redis_server() as server:
+        async with replica(server.url) as one, replica(server.url) as two:
+            await asyncio.sleep(0.1)  # both subscribed
+            assert not two.needs_call(OPEN, None)  # a clean, uncapped backend: no call at all
+            one.release("b", None, "neutral", cooldown=5.0)
+            await eventually(lambda: "b" in two.views and two.views["b"].cooling > 4)
+            assert two.needs_call(OPEN, None)
+
+
+async def test_a_held_lease_is_renewed_and_a_dead_replicas_lease_expires():
+    with redis_server() as server:
+        async with replica(server.url, lease_ttl=0.6) as holder:
+            _, acquired = await holder.acquire([CAPPED])
+            assert acquired.backend == "a"
+            async with replica(server.url, lease_ttl=0.6) as other:
+                await asyncio.sleep(1.0)  # longer than the TTL: renewal keeps it
+                _, refused = await other.acquire([CAPPED])
+                assert refused.backend is None
+                holder.held.clear()  # as if the holder died: nobody renews its lease any more
+                await asyncio.sleep(0.7)
+                _, taken = await other.acquire([CAPPED])
+                assert taken.backend == "a"
+
+
+async def test_redis_gone_fails_open_within_the_deadline_logs_once_and_comes_back(capfd):
+    with redis_server() as server:
+        port = server.port
+        async with replica(server.url, deadline=0.05) as shared:
+            assert (await shared.acquire([CAPPED])) is not None
+            server.kill()
+            durations = []
+            for _ in range(20):
+                started = time.perf_counter()
+                assert await shared.acquire([CAPPED]) is None  # decide locally
+                durations.append(time.perf_counter() - started)
+            assert max(durations) < 0.05 + 0.03
+            assert not shared.up and sum(shared.fallbacks.values()) == 20
+            with redis_server(port):
+                await eventually(lambda: shared.up)
+                assert await shared.acquire([CAPPED]) is not None
+    events = [json.loads(line)["event"] for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    assert events.count("shared_state_unavailable") == 1 and events.count("shared_state_restored") == 1
+
+
+async def test_a_slow_redis_is_abandoned_at_the_deadline():
+    with redis_server() as server:
+        async with replica(server.url, deadline=0.05) as shared:
+            server.pause()
+            try:
+                started = time.perf_counter()
+                assert await shared.acquire([CAPPED]) is None
+                assert time.perf_counter() - started < 0.05 + 0.03
+                assert await shared.acquire([CAPPED]) is None  # known down: not even tried
+            finally:
+                server.resume()
+            await eventually(lambda: shared.up)
+            assert await shared.acquire([CAPPED]) is not None
+
+
+@pytest.mark.parametrize("effect", ["ok", "neutral"])
+def test_nothing_is_sent_for_an_outcome_that_changes_nothing(effect):
+    shared = SharedState(RedisStore(Redis()), ["b"], breaker=RULE)
+    shared.release("b", None, effect)  # no running loop needed: nothing is scheduled
+    assert not shared._background
