@@ -13,7 +13,6 @@ event, the attempt is counted and logged as failed. Otherwise the SDK would retu
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -38,25 +37,27 @@ SSE_HEADERS = {
 _TERMINATOR = re.compile(
     rb'data:\s*\[DONE\]|"finish_reason"\s*:\s*"|"type"\s*:\s*"response\.(?:completed|incomplete|failed)"'
 )
-# The terminator is in the last events of a stream (the finish_reason chunk, perhaps a usage chunk, [DONE]):
-# only the last chunks are kept (references, not copies) and searched once, when the stream has ended.
-_KEPT_CHUNKS = 16
 
 
 class StreamEnd:
-    """Feed it the chunks as they pass; ``complete`` says whether the upstream ended the stream itself."""
+    """Feed it the chunks as they pass; ``complete`` says whether the upstream ended the stream itself.
 
-    __slots__ = ("_last",)
+    The terminator is among the last events of a stream (the finish_reason chunk, perhaps a usage chunk, then
+    [DONE]), so only the last three chunks are kept (references, not copies: a stream held open costs a few
+    hundred bytes here) and searched once, when the stream has ended.
+    """
+
+    __slots__ = ("_first", "_second", "_third")
 
     def __init__(self) -> None:
-        self._last: deque[bytes] = deque(maxlen=_KEPT_CHUNKS)
+        self._first = self._second = self._third = b""
 
     def feed(self, chunk: bytes) -> None:
-        self._last.append(chunk)
+        self._first, self._second, self._third = self._second, self._third, chunk
 
     @property
     def complete(self) -> bool:
-        tail = b"".join(self._last)
+        tail = self._first + self._second + self._third
         # Nearly every stream ends with "data: [DONE]": a substring search, before the regex's slower scan.
         return b"data: [DONE]" in tail or _TERMINATOR.search(tail) is not None
 
