@@ -120,7 +120,8 @@ class GatewayMetrics:
             labels=["backend", "status"],
         )
         attempts = CounterMetricFamily(
-            "gateway_upstream_attempts", "Upstream attempts by outcome (ok, throttled, failed, client_error)",
+            "gateway_upstream_attempts",
+            "Upstream attempts by outcome (ok, throttled, failed, client_error, upstream_too_large)",
             labels=["backend", "outcome"],
         )
         retries = CounterMetricFamily(

@@ -207,8 +207,8 @@ class Proxy:
         except UpstreamError as error:
             if self._failed(lease, record, error, sent):
                 raise _Retry from None
-            # Not retryable: the client's own mistake (400, 401, 404...), an UpstreamStatusError. The backend is
-            # fine, and the answer goes back as written.
+            # Not retryable: the client's own mistake (400, 401, 404...), or an answer over the size cap (our own
+            # 502). Either is an UpstreamStatusError; the backend is fine, and the answer goes back as written.
             assert isinstance(error, UpstreamStatusError) and error.status is not None
             record.backend = backend.name
             headers = self._headers(error.headers, lease, record)

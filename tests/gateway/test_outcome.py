@@ -7,7 +7,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.outcome import SUCCEEDED, BreakerEffect, CooldownPolicy, Verdict, classify
 from gateway.settings import BackendConfig
-from gateway.upstream import UpstreamConnectionError, UpstreamError, UpstreamStatusError, UpstreamTimeout
+from gateway.upstream import (
+    UpstreamAnswerTooLarge,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
 
 BACKEND = BackendConfig(name="a", url="http://127.0.0.1:9/v1")
 POLICY = CooldownPolicy(default=10.0, maximum=60.0)
@@ -39,9 +45,12 @@ def status(code: int, **headers: str) -> UpstreamStatusError:
         (status(502), Verdict("failed", retry=True, breaker=BreakerEffect.FAILURE)),
         (UpstreamConnectionError(BACKEND, "refused"), Verdict("failed", retry=True, breaker=BreakerEffect.FAILURE)),
         (UpstreamTimeout(BACKEND, "silent"), Verdict("failed", retry=True, breaker=BreakerEffect.FAILURE)),
+        # Too much from the backend: its doing, told as such; not retried, not held against its breaker.
+        (UpstreamAnswerTooLarge(BACKEND, 1024),
+         Verdict("upstream_too_large", retry=False, breaker=BreakerEffect.SUCCESS)),
     ],
     ids=["ok", "400", "404", "429-ms", "429-no-hint", "429-nan", "429-capped", "503-hint", "503-no-hint", "500",
-         "502", "refused", "timeout"],
+         "502", "refused", "timeout", "too-large"],
 )
 def test_every_outcome_has_one_meaning(error: UpstreamError | None, verdict: Verdict) -> None:
     assert classify(error, POLICY, NOW) == verdict

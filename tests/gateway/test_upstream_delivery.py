@@ -10,6 +10,7 @@ import zlib
 
 import aiohttp
 import openai
+import orjson
 import pytest
 
 from tests.gateway.conftest import CHAT
@@ -121,7 +122,7 @@ async def test_a_compressed_stream_reaches_the_client_decodable(gateway, client_
 # -- bounded ----------------------------------------------------------------------------------------------
 
 
-async def test_an_answer_over_the_cap_is_a_clear_502_and_is_not_buffered(gateway, client_name) -> None:
+async def test_an_answer_over_the_cap_is_a_clear_502_and_is_not_buffered(gateway, client_name, capfd) -> None:
     block = b"x" * (64 * 1024)
     sent = 0
     received: list[bytes] = []
@@ -148,12 +149,23 @@ async def test_an_answer_over_the_cap_is_a_clear_502_and_is_not_buffered(gateway
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
+        async with aiohttp.ClientSession() as http, http.get(gw.url + "/metrics") as scraped:
+            metrics = await scraped.read()
     assert raised.value.status_code == 502
     assert raised.value.body["code"] == "upstream_answer_too_large"
     assert "GATEWAY_MAX_RESPONSE_BYTES" in raised.value.body["message"]
     assert len(received) == 1  # not retried: another backend would most likely answer as much
     assert sent < 16 * MiB  # the cap and the sockets' buffers, not the 64 MiB on offer
     assert peak < 8 * MiB  # what the whole process allocated at its worst: the cap, a copy, slack
+    # Told as the upstream's doing, not the client's: in the attempt's line and in the metrics.
+    lines = [orjson.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    [attempt] = [line for line in lines if line["event"] == "upstream_attempt"]
+    assert (attempt["outcome"], attempt["status"], attempt["backend"]) == ("upstream_too_large", 502, "raw")
+    [request] = [line for line in lines if line["event"] == "request"]
+    assert (request["status"], request["attempts"]) == (502, 1)
+    assert b'gateway_upstream_attempts_total{backend="raw",outcome="upstream_too_large"} 1.0' in metrics
+    assert b'outcome="client_error"' not in metrics
+    assert b'gateway_retries_total{backend="raw"} 0.0' in metrics
 
 
 async def test_a_stream_larger_than_the_cap_is_relayed_without_being_buffered(gateway, client_name) -> None:
