@@ -13,6 +13,7 @@ event, the attempt is counted and logged as failed. Otherwise the SDK would retu
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -39,25 +40,69 @@ _TERMINATOR = re.compile(
 )
 
 
+# What left the tail last is remembered this long, so that a marker cut in two as it leaves is still found.
+_OVERLAP = 64
+# Markers that end a stream wherever they are seen: nothing valid follows [DONE], and a Responses stream's final
+# event carries the whole response, so its "type" may be far more than the tail's bytes before the end.
+_FINAL = re.compile(rb'data:\s*\[DONE\]|"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')
+
+
 class StreamEnd:
     """Feed it the chunks as they pass; ``complete`` says whether the upstream ended the stream itself.
 
     The terminator is among the last events of a stream (the finish_reason chunk, perhaps a usage chunk, then
-    [DONE]), so only the last three chunks are kept (references, not copies: a stream held open costs a few
-    hundred bytes here) and searched once, when the stream has ended.
+    [DONE]), so only a tail of the stream is kept: whole chunks by reference while they are small (the common
+    case costs an append), at most ``tail_bytes`` before the last chunk (a chunk larger than that leaves only its
+    end), searched once, when the stream has ended. What leaves the tail is searched as it leaves, for the
+    markers that are final wherever they are (a Responses stream's last event may be megabytes long); a
+    finish_reason that far back is not an end: more followed it (another choice, say), and then it stopped.
     """
 
-    __slots__ = ("_first", "_second", "_third")
+    __slots__ = ("_carry", "_final_seen", "_kept", "_size", "_tail_bytes")
 
-    def __init__(self) -> None:
-        self._first = self._second = self._third = b""
+    def __init__(self, tail_bytes: int = 64 * 1024) -> None:
+        self._tail_bytes = tail_bytes
+        self._kept: deque[bytes] = deque()
+        self._size = 0
+        self._carry = b""  # the last bytes that left the tail
+        self._final_seen = False
 
     def feed(self, chunk: bytes) -> None:
-        self._first, self._second, self._third = self._second, self._third, chunk
+        kept = self._kept
+        limit = self._tail_bytes
+        if len(chunk) >= limit:
+            while kept:
+                self._leaving(kept.popleft())
+            cut = len(chunk) - limit
+            self._leaving(chunk[: min(cut, _OVERLAP)])  # a marker across the boundary with what went before
+            self._search(chunk, cut)  # in place: a huge chunk is not copied
+            if cut > _OVERLAP:
+                self._carry = chunk[cut - _OVERLAP : cut]
+            chunk = chunk[cut:]
+            self._size = 0
+        kept.append(chunk)
+        self._size += len(chunk)
+        while self._size - len(kept[0]) >= limit:
+            first = kept.popleft()
+            self._size -= len(first)
+            self._leaving(first)
+
+    def _leaving(self, piece: bytes) -> None:
+        window = self._carry + piece
+        self._search(window, len(window))
+        self._carry = window[-_OVERLAP:]
+
+    def _search(self, data: bytes, end: int) -> None:
+        if self._final_seen:
+            return
+        if data.find(b"[DONE]", 0, end) >= 0 or data.find(b"response.", 0, end) >= 0:
+            self._final_seen = _FINAL.search(data, 0, end) is not None
 
     @property
     def complete(self) -> bool:
-        tail = self._first + self._second + self._third
+        if self._final_seen:
+            return True
+        tail = self._carry + b"".join(self._kept)
         # Nearly every stream ends with "data: [DONE]": a substring search, before the regex's slower scan.
         return b"data: [DONE]" in tail or _TERMINATOR.search(tail) is not None
 

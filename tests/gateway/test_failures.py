@@ -5,6 +5,7 @@ HTTP, unreachable backends, and hostile request ids."""
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import Callable
 
 import aiohttp
@@ -18,6 +19,7 @@ from gateway.relay import StreamEnd
 from gateway.settings import ConfigError, GatewaySettings, load_settings
 from tests.gateway.conftest import CHAT, chat
 from tests.gateway.faulty_upstream import SSE_HEAD, closed_port, raw_upstream, sse_chunk
+from tests.gateway.raw_upstream import read_request, scripted
 
 
 async def wait_until(condition: Callable[[], bool]) -> None:
@@ -114,6 +116,74 @@ def test_a_stream_is_complete_only_when_the_upstream_ended_it(chunks, complete):
     for chunk in chunks:
         end.feed(chunk)
     assert end.complete is complete
+
+
+MiB = 1024 * 1024
+
+
+def test_a_stream_of_huge_chunks_keeps_a_bounded_tail():
+    # What is kept to find the end is a tail of the stream, not its last chunks whatever their size: a stream of
+    # 1 MiB reads holds 64 KiB (and a few bytes) here, not megabytes, for as long as it stays open.
+    end = StreamEnd()
+    tracemalloc.start()
+    try:
+        for _ in range(32):
+            end.feed(b"data: " + b"x" * MiB + b"\n\n")
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 256 * 1024
+    assert not end.complete
+    end.feed(b"data: [DO")
+    end.feed(b"NE]\n\n")
+    assert end.complete
+
+
+@pytest.mark.parametrize(
+    ("chunks", "complete"),
+    [
+        # [DONE] cut in two, the first half leaving the tail with a huge chunk that follows it
+        ([b"x" * 100, b"data: [DO", b"NE]\n\n" + b"y" * 5 * MiB], True),
+        # a Responses stream whose final event is megabytes long, its "type" cut across reads far from the end
+        ([b'event: response.completed\ndata: {"type":"response.com', b'pleted","response":{"output":"'
+          + b"z" * 3 * MiB, b'"}}\n\n'], True),
+        # a finish_reason far back, then megabytes more and no end: another choice went on and was cut
+        ([sse_chunk("", finish_reason="stop"), b"data: " + b"w" * 2 * MiB], False),
+        ([sse_chunk("", finish_reason="stop")[:40], sse_chunk("", finish_reason="stop")[40:]], True),
+    ],
+    ids=["done-split-then-huge", "responses-huge-final-event", "old-finish-reason", "finish-reason-split"],
+)
+def test_a_terminator_across_chunk_boundaries_is_found_within_the_bound(chunks, complete):
+    end = StreamEnd()
+    for chunk in chunks:
+        end.feed(chunk)
+    assert end.complete is complete
+
+
+async def test_a_stream_of_huge_events_with_its_end_split_across_reads_is_complete(gateway, capfd):
+    content = "x" * (512 * 1024)
+
+    async def script(reader, writer) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD)
+        for _ in range(8):
+            writer.write(sse_chunk(content))
+            await writer.drain()
+        writer.write(sse_chunk("", finish_reason="stop") + b"data: [DO")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the gateway reads the first half of [DONE] on its own
+        writer.write(b"NE]\n\n")
+        await writer.drain()
+
+    async with scripted(script) as (url, _):
+        gw = await gateway([{"name": "raw", "url": url.removesuffix("/chat/completions")}], max_attempts=1)
+        async with gw.client() as client:
+            stream = await client.chat.completions.create(**CHAT, stream=True)
+            chunks = [chunk async for chunk in stream]
+    assert sum(len(c.choices[0].delta.content or "") for c in chunks) == 8 * len(content)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    [request] = [line for line in log_lines(capfd.readouterr().out) if line["event"] == "request"]
+    assert request["status"] == 200 and "stream_error" not in request
 
 
 async def test_a_stream_closed_before_its_first_byte_fails_over(upstreams, gateway):
