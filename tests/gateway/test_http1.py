@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -427,23 +428,32 @@ async def test_cancelling_a_request_in_flight_closes_its_connection(pool: Connec
 async def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_everything(pool: ConnectionPool) -> None:
     body = bytes(range(256)) * 128 * 1024  # 32 MiB: more than loopback's socket buffers can hold
     sent_all = asyncio.Event()
+    sent = 0
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
         for start in range(0, len(body), 1024 * 1024):
             writer.write(body[start:start + 1024 * 1024])
             await writer.drain()
+            sent += 1024 * 1024
         sent_all.set()
         await reader.read()
 
     async with scripted(script) as (url, _):
-        response = await post(pool, url)
-        chunks = response.iter_chunks()
-        received = bytearray(await anext(chunks))
-        await asyncio.sleep(0.2)  # a consumer that stalls
+        tracemalloc.start()
+        try:
+            response = await post(pool, url)
+            chunks = response.iter_chunks()
+            received = bytearray(await anext(chunks))
+            await asyncio.sleep(0.2)  # a consumer that stalls
+            held, _ = tracemalloc.get_traced_memory()  # the test's server side holds about a MiB of it
+        finally:
+            tracemalloc.stop()
         assert not sent_all.is_set()  # the server is blocked: we stopped reading
-        assert response._buffered < 2 * 1024 * 1024
+        assert sent < 16 * 1024 * 1024  # what the sockets' buffers hold, not the 32 MiB on offer
+        assert held < 4 * 1024 * 1024  # and the client buffered a fraction of it, not all that arrived
         async for chunk in chunks:
             received += chunk
         assert bytes(received) == body
