@@ -13,7 +13,6 @@ event, the attempt is counted and logged as failed. Otherwise the SDK would retu
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -40,66 +39,88 @@ _TERMINATOR = re.compile(
 )
 
 
+_KEPT_CHUNKS = 3  # the finish_reason chunk, perhaps a usage chunk, [DONE]: however the reads cut them
+# Chunks that left the tail are let go (and, in a Responses stream, searched) once this many have gathered: an
+# append per chunk, one slice per batch (a chat stream's chunks are a few hundred bytes, and come by the thousand).
+_BATCH_CHUNKS = 16
 # What left the tail last is remembered this long, so that a marker cut in two as it leaves is still found.
 _OVERLAP = 64
-# Markers that end a stream wherever they are seen: nothing valid follows [DONE], and a Responses stream's final
-# event carries the whole response, so its "type" may be far more than the tail's bytes before the end.
-_FINAL = re.compile(rb'data:\s*\[DONE\]|"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')
+# A Responses stream's final event carries the whole response, so its "type" may be megabytes before the end:
+# it is looked for in all that leaves the tail, not only in the tail.
+_RESPONSES_END = re.compile(rb'"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')
 
 
 class StreamEnd:
     """Feed it the chunks as they pass; ``complete`` says whether the upstream ended the stream itself.
 
     The terminator is among the last events of a stream (the finish_reason chunk, perhaps a usage chunk, then
-    [DONE]), so only a tail of the stream is kept: whole chunks by reference while they are small (the common
-    case costs an append), at most ``tail_bytes`` before the last chunk (a chunk larger than that leaves only its
-    end), searched once, when the stream has ended. What leaves the tail is searched as it leaves, for the
-    markers that are final wherever they are (a Responses stream's last event may be megabytes long); a
-    finish_reason that far back is not an end: more followed it (another choice, say), and then it stopped.
+    [DONE]), so only a tail is searched for it, once, when the stream has ended: the last three chunks, and at
+    most ``tail_bytes`` before the last one (a chunk larger than that leaves only its end, so a stream of huge
+    reads holds no megabytes here). A finish_reason further back is not an end: more followed it (another
+    choice, say), then it stopped. A Responses stream (told by its first chunk: ``response.created``) is also
+    searched as it leaves the tail, for its final event, which may be far longer than the tail. A stream held
+    open costs a few KiB here at most: sixteen chunks.
     """
 
-    __slots__ = ("_carry", "_final_seen", "_kept", "_size", "_tail_bytes")
+    __slots__ = ("_carry", "_final_seen", "_kept", "_responses", "_size", "_tail_bytes")
 
-    def __init__(self, tail_bytes: int = 64 * 1024) -> None:
+    def __init__(self, tail_bytes: int = 16 * 1024) -> None:
         self._tail_bytes = tail_bytes
-        self._kept: deque[bytes] = deque()
+        self._kept: list[bytes] = []  # references, not copies
         self._size = 0
         self._carry = b""  # the last bytes that left the tail
+        self._responses: bool | None = None  # a Responses API stream? Known from its first bytes.
         self._final_seen = False
 
     def feed(self, chunk: bytes) -> None:
-        kept = self._kept
-        limit = self._tail_bytes
-        if len(chunk) >= limit:
-            while kept:
-                self._leaving(kept.popleft())
-            cut = len(chunk) - limit
-            self._leaving(chunk[: min(cut, _OVERLAP)])  # a marker across the boundary with what went before
-            self._search(chunk, cut)  # in place: a huge chunk is not copied
-            if cut > _OVERLAP:
-                self._carry = chunk[cut - _OVERLAP : cut]
-            chunk = chunk[cut:]
-            self._size = 0
-        kept.append(chunk)
-        self._size += len(chunk)
-        while self._size - len(kept[0]) >= limit:
-            first = kept.popleft()
-            self._size -= len(first)
-            self._leaving(first)
-
-    def _leaving(self, piece: bytes) -> None:
-        window = self._carry + piece
-        self._search(window, len(window))
-        self._carry = window[-_OVERLAP:]
-
-    def _search(self, data: bytes, end: int) -> None:
-        if self._final_seen:
+        size = len(chunk)
+        if self._responses is None:
+            self._responses = b"response." in chunk  # the relay's first chunk is never empty
+        if size >= self._tail_bytes:
+            self._huge(chunk)
             return
-        if data.find(b"[DONE]", 0, end) >= 0 or data.find(b"response.", 0, end) >= 0:
-            self._final_seen = _FINAL.search(data, 0, end) is not None
+        kept = self._kept
+        kept.append(chunk)
+        self._size += size
+        if len(kept) >= _BATCH_CHUNKS or self._size - size >= self._tail_bytes:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Let go of what is no longer the tail."""
+        kept = self._kept
+        if not kept:
+            return
+        leaving = max(0, len(kept) - _KEPT_CHUNKS)
+        size = self._size - sum(map(len, kept[:leaving])) if leaving else self._size
+        while size - len(kept[leaving]) >= self._tail_bytes:  # rare: chunks of several KiB
+            size -= len(kept[leaving])
+            leaving += 1
+        if leaving:
+            self._leave(b"".join(kept[:leaving]) if self._responses else kept[leaving - 1])
+            del kept[:leaving]
+            self._size = size
+
+    def _huge(self, chunk: bytes) -> None:
+        """A chunk longer than the tail: all before it and all but its end leave the tail."""
+        cut = len(chunk) - self._tail_bytes
+        self._leave(b"".join(self._kept) + chunk[: min(cut, _OVERLAP)])  # a marker across the boundary
+        if cut > _OVERLAP:
+            if self._responses and not self._final_seen:
+                self._final_seen = _RESPONSES_END.search(chunk, 0, cut) is not None  # in place, not copied
+            self._carry = chunk[cut - _OVERLAP : cut]
+        self._kept = [chunk[cut:]]
+        self._size = self._tail_bytes
+
+    def _leave(self, piece: bytes) -> None:
+        """``piece`` leaves the tail: all of what left, in a Responses stream; its end, at least, otherwise."""
+        window = self._carry + piece
+        if self._responses and not self._final_seen:
+            self._final_seen = _RESPONSES_END.search(window) is not None
+        self._carry = window[-_OVERLAP:]
 
     @property
     def complete(self) -> bool:
+        self._settle()
         if self._final_seen:
             return True
         tail = self._carry + b"".join(self._kept)

@@ -119,6 +119,8 @@ def test_a_stream_is_complete_only_when_the_upstream_ended_it(chunks, complete):
 
 
 MiB = 1024 * 1024
+CREATED = b'event: response.created\ndata: {"type":"response.created"}\n\n'
+FINAL_HEAD = b'event: response.completed\ndata: {"type":"response.com'
 
 
 def test_a_stream_of_huge_chunks_keeps_a_bounded_tail():
@@ -142,16 +144,20 @@ def test_a_stream_of_huge_chunks_keeps_a_bounded_tail():
 @pytest.mark.parametrize(
     ("chunks", "complete"),
     [
-        # [DONE] cut in two, the first half leaving the tail with a huge chunk that follows it
-        ([b"x" * 100, b"data: [DO", b"NE]\n\n" + b"y" * 5 * MiB], True),
+        # huge reads, then [DONE] cut in two
+        ([b"data: " + b"x" * 5 * MiB + b"\n\n", b"data: [DO", b"NE]\n\n"], True),
+        ([sse_chunk("a") + b"data: [DO", b"NE]", b"\n\n"], True),
         # a Responses stream whose final event is megabytes long, its "type" cut across reads far from the end
-        ([b'event: response.completed\ndata: {"type":"response.com', b'pleted","response":{"output":"'
-          + b"z" * 3 * MiB, b'"}}\n\n'], True),
+        ([CREATED, FINAL_HEAD, b'pleted","response":{"output":"' + b"z" * 3 * MiB, b'"}}\n\n'], True),
+        ([CREATED, FINAL_HEAD, b'pleted","response":{"output":"'] + [b"z" * 1000] * 40, True),
+        # cut short in its final event: the "type" never completed
+        ([CREATED, FINAL_HEAD] + [b"z" * 1000] * 40, False),
         # a finish_reason far back, then megabytes more and no end: another choice went on and was cut
         ([sse_chunk("", finish_reason="stop"), b"data: " + b"w" * 2 * MiB], False),
         ([sse_chunk("", finish_reason="stop")[:40], sse_chunk("", finish_reason="stop")[40:]], True),
     ],
-    ids=["done-split-then-huge", "responses-huge-final-event", "old-finish-reason", "finish-reason-split"],
+    ids=["huge-then-done-split", "done-split-in-three", "responses-huge-final-event", "responses-many-reads",
+         "responses-cut-in-type", "old-finish-reason", "finish-reason-split"],
 )
 def test_a_terminator_across_chunk_boundaries_is_found_within_the_bound(chunks, complete):
     end = StreamEnd()
