@@ -9,6 +9,7 @@ from bench.scenarios import Results
 
 COLORS = {
     "direct": "#7f7f7f", "gateway": "#1f77b4", "gateway-mw": "#17becf", "gateway-quiet": "#aec7e8",
+    "gateway-http1": "#9467bd", "gateway-aiohttp": "#c5b0d5",
     "sglang": "#ff7f0e", "sglang-quiet": "#ffbb78", "aiohttp-floor": "#bcbd22", "litellm": "#2ca02c",
 }
 

@@ -214,6 +214,13 @@ def verdicts(results: Results) -> list[Verdict]:
             else:
                 why = results.skipped.get(peer, "not in this run")
                 out.append(Verdict(label, f"{peer}: {why.splitlines()[0]}", None))
+    clients = ("gateway-http1", "gateway-aiohttp")
+    if c32 and set(clients) <= c32.runs.keys():
+        # Issue 12: our own HTTP/1.1 client stays the default only while it clearly beats aiohttp's.
+        ratio = c32.rps(clients[0]) / c32.rps(clients[1])
+        out.append(Verdict("upstream client: http1 > 1.10× aiohttp's throughput at c=32 (else aiohttp)",
+                           f"{ratio:.2f}× ({c32.rps(clients[0]):,.0f} vs {c32.rps(clients[1]):,.0f} req/s)",
+                           ratio > 1.10))
     if c32 and "gateway" in c32.runs:
         errors = c32.errors("gateway")
         out.append(Verdict("zero errors at c=32", f"{errors} errors in {c32.requests('gateway'):,} requests",

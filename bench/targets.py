@@ -43,6 +43,7 @@ class Direct(Target):
 class Gateway(Target):
     workers: int = 1
     log_level: str = "info"  # as shipped: one JSON line per request
+    upstream_client: str | None = None  # GATEWAY_UPSTREAM_CLIENT; None: the gateway's default
     shared_state: bool = False  # its own redis-server, and GATEWAY_STATE_URL set to it (bench/redis_gateway.py)
     max_concurrency: int | None = None  # on both backends: every request then takes a lease
 
@@ -63,7 +64,7 @@ class Gateway(Target):
                 "GATEWAY_WORKERS": str(self.workers),
                 # As shipped, one JSON log line per request is part of the product's cost.
                 "GATEWAY_LOG_LEVEL": self.log_level,
-            },
+            } | ({"GATEWAY_UPSTREAM_CLIENT": self.upstream_client} if self.upstream_client else {}),
             # Only what the bench sets: a GATEWAY_CONFIG_FILE or keys in the caller's environment stay out.
             private_prefix="GATEWAY_",
             cwd=REPO,
@@ -179,11 +180,14 @@ def git_revision() -> str:
 # Shared routing state (issue 15): each "-redis" target against the same configuration without it.
 SHARED_STATE = ("gateway-redis", "gateway-capped", "gateway-redis-capped", "gateway-3w", "gateway-redis-3w")
 ALL = (
-    "direct", "gateway", "gateway-mw", "gateway-quiet", "sglang", "sglang-quiet", "litellm", "aiohttp-floor",
-    *SHARED_STATE,
+    "direct", "gateway", "gateway-http1", "gateway-aiohttp", "gateway-mw", "gateway-quiet", "sglang", "sglang-quiet",
+    "litellm", "aiohttp-floor", *SHARED_STATE,
 )
-# The floor is a yardstick and the shared-state targets a question of their own: run when asked for (--only).
-DEFAULT = ALL[:7]
+# The floor is a yardstick, the two upstream clients a comparison and the shared-state targets a question of
+# their own: run when asked for (--only ...).
+DEFAULT = tuple(
+    name for name in ALL if name not in ("gateway-http1", "gateway-aiohttp", "aiohttp-floor", *SHARED_STATE)
+)
 SHARED_STATE_PAIRS = {"gateway-redis": "gateway", "gateway-redis-capped": "gateway-capped",
                       "gateway-redis-3w": "gateway-3w"}
 CAPPED = 64  # max_concurrency of the -capped targets: above any concurrency the bench runs at c=32
@@ -203,6 +207,11 @@ def make_targets(names: Sequence[str], *, workers: int, master_key: str) -> list
         elif name == "gateway":
             targets.append(Gateway(name, "this gateway as shipped: 1 process, log level info (a line per "
                                    "request)", version=git_revision(), workers=1))
+        elif name in ("gateway-http1", "gateway-aiohttp"):
+            # The same gateway as shipped over each upstream client (GATEWAY_UPSTREAM_CLIENT), side by side.
+            client = name.removeprefix("gateway-")
+            targets.append(Gateway(name, f"this gateway as shipped, GATEWAY_UPSTREAM_CLIENT={client}",
+                                   version=git_revision(), workers=1, upstream_client=client))
         elif name == "gateway-quiet":
             targets.append(Gateway(name, "this gateway, 1 process, log level warning (no line per request)",
                                    version=git_revision(), workers=1, log_level="warning"))

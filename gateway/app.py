@@ -16,7 +16,6 @@ from gateway.balancer import Balancer
 from gateway.clock import Clock, SystemClock
 from gateway.guard import Guard
 from gateway.health import health_checks_ctx
-from gateway.http1 import ConnectionPool
 from gateway.metrics import GatewayMetrics
 from gateway.models_catalog import ModelsCatalog
 from gateway.outcome import CooldownPolicy
@@ -26,6 +25,7 @@ from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
 from gateway.shared_state.balancer import SharedBalancer
 from gateway.shared_state.context import shared_state_ctx
+from gateway.transports import create_transport
 from gateway.upstream import UpstreamClient
 
 
@@ -78,11 +78,17 @@ def _azure_credentials_ctx(credential: Any) -> Callable[[web.Application], Async
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     """One keep-alive connection pool for all upstream traffic, alive exactly as long as the app."""
     settings = app[keys.SETTINGS]
-    pool = ConnectionPool(connect_timeout=settings.connect_timeout)
+    transport = create_transport(
+        settings.upstream_client,
+        connect_timeout=settings.connect_timeout,
+        idle_timeout=settings.upstream_idle_timeout,
+        max_connections=settings.upstream_max_connections,
+    )
     upstream = UpstreamClient(
-        pool,
+        transport,
         read_timeout=settings.read_timeout,
         health_timeout=settings.health_timeout,
+        max_response_bytes=settings.max_response_bytes,
         azure_token=app[keys.AZURE_TOKEN],
     )
     app[keys.UPSTREAM] = upstream
@@ -101,4 +107,4 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         affinity=AffinityTable(settings.affinity_capacity) if settings.affinity_enabled else None,
     )
     yield
-    await pool.close()
+    await transport.close()

@@ -148,6 +148,13 @@ class BackendState:
             self.record_success()
         return None
 
+    def accepted(self) -> None:
+        """It answered 2xx (status and headers; the body may take a while): after a cooldown, that is the probe's
+        answer, and the others need not wait for the whole generation. The breaker's probe waits for the end."""
+        if self.recovering and not self.circuit_open():
+            self.recovering = False
+            self.probe_in_flight = False
+
     def abandon(self) -> None:
         """An attempt ended without a verdict (cancelled): if it was the probe, the next request probes."""
         self.probe_in_flight = False

@@ -46,6 +46,10 @@ class Lease:
         self._balancer = balancer
         self._released = False
 
+    def accepted(self) -> None:
+        """The backend answered 2xx: a probe after a cooldown need not hold the others back any longer."""
+        self.backend.accepted()
+
     def release(self, verdict: Verdict | None = None) -> float | None:
         """Record ``verdict`` on the backend and free the slot; returns the ejection period if the circuit
         opened. Idempotent: only the first call counts."""

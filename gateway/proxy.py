@@ -151,6 +151,7 @@ class Proxy:
         sent = time.perf_counter()
         try:
             upstream = await self._upstream.chat_completion(backend, proxied.body, record.request_id)
+            lease.accepted()
             try:
                 self._accounting.ttfb(record, backend.name, time.perf_counter() - sent)
                 headers = self._headers(upstream.headers, lease, record)

@@ -75,6 +75,7 @@ async def serve_until_stopped(
         app,
         handle_signals=True,
         access_log=None,
+        keepalive_timeout=75.0,  # web.run_app's: an idle client connection is closed after 75 s
         handler_cancellation=True,  # a client that disconnects cancels its upstream request too
     )
     await runner.setup()

@@ -142,6 +142,16 @@ class GatewaySettings(BaseSettings):
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=300.0, gt=0, description="max silence between stream chunks")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # The upstream transport (gateway.transports): which client, how much of an answer is buffered, the pool.
+    upstream_client: Literal["http1", "aiohttp"] = "http1"
+    max_response_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="a non-streamed answer larger than this is a 502"
+    )
+    upstream_idle_timeout: float = Field(
+        default=4.0, gt=0, description="seconds a pooled connection may idle: below the backends' keep-alive"
+    )
+    # Each open stream holds a connection: the cap bounds file descriptors, not concurrency (1,000 streams are normal).
+    upstream_max_connections: int = Field(default=1024, ge=1, description="open connections per backend")
 
     health_interval: float = Field(default=5.0, gt=0)
     health_timeout: float = Field(default=2.0, gt=0)

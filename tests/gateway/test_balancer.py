@@ -306,3 +306,28 @@ async def test_a_pinned_backend_busier_than_an_idle_one_moves_the_conversation()
     await acquire(balancer, tried=("b",))
     lease = await acquire(balancer, preferred="a")
     assert lease.backend.name == "b" and lease.affinity == "moved"
+
+
+async def test_a_probe_after_a_cooldown_lets_the_others_in_once_it_is_answered():
+    """A 2xx status is the probe's answer: others need not wait for a long stream to end."""
+    balancer, clock = make({"name": "a"})
+    a = balancer.by_name["a"]
+    a.record_throttled(clock.monotonic(), 1.0)
+    clock.advance(1.01)
+    probe = await acquire(balancer)
+    with pytest.raises(AllBackendsThrottled):
+        await acquire(balancer)
+    probe.accepted()
+    assert (await acquire(balancer)).backend is a
+
+
+async def test_a_breaker_probe_holds_until_it_is_settled_even_once_answered():
+    balancer, clock = make({"name": "a"}, breaker=BreakerPolicy(eject_after_failures=1, eject_base=4))
+    (await acquire(balancer)).release(FAILED)
+    clock.advance(4.01)
+    probe = await acquire(balancer)
+    probe.accepted()  # headers are not the whole answer: a stream may still break
+    with pytest.raises(NoBackendAvailable):
+        await acquire(balancer)
+    probe.release(SUCCEEDED)
+    assert (await acquire(balancer)).backend.name == "a"

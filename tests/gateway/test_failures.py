@@ -14,6 +14,7 @@ import pytest
 
 from backends.fake import Reply
 from gateway.__main__ import log_starting
+from gateway.relay import StreamEnd
 from gateway.settings import ConfigError, GatewaySettings, load_settings
 from tests.gateway.conftest import CHAT, chat
 from tests.gateway.faulty_upstream import SSE_HEAD, closed_port, raw_upstream, sse_chunk
@@ -95,6 +96,24 @@ async def test_a_stream_closed_after_its_end_is_complete(gateway, ending):
             chunks = [chunk async for chunk in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello"
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "complete"),
+    [
+        ([b"data: [DO", b"NE]\n\n"], True),  # split across reads
+        ([sse_chunk("a"), sse_chunk("", finish_reason="length")], True),
+        ([sse_chunk("a"), b'data: {"type":"response.completed","response":{}}\n\n'], True),  # Responses API
+        ([sse_chunk("a"), sse_chunk("b")], False),
+        ([sse_chunk("a"), b"data: [DONE"], False),
+        ([b""], False),
+    ],
+)
+def test_a_stream_is_complete_only_when_the_upstream_ended_it(chunks, complete):
+    end = StreamEnd()
+    for chunk in chunks:
+        end.feed(chunk)
+    assert end.complete is complete
 
 
 async def test_a_stream_closed_before_its_first_byte_fails_over(upstreams, gateway):

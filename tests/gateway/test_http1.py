@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 
 import pytest
 import trustme
@@ -14,53 +13,14 @@ from aiohttp import web
 from gateway.http1 import (
     ConnectError,
     ConnectionPool,
+    ConnectTimeout,
     Disconnected,
     Origin,
     ReadTimeout,
     header_value,
     request_head,
 )
-
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@asynccontextmanager
-async def scripted(script: Script) -> AsyncIterator[tuple[str, list[asyncio.StreamWriter]]]:
-    """A raw TCP server running ``script`` per connection; yields its URL and the connections it accepted."""
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-        try:
-            await script(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/v1/chat/completions", accepted
-    finally:
-        server.close()
-        for writer in accepted:
-            writer.close()
-        await server.wait_closed()
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head + await reader.readexactly(length)
-
-
-def ok(body: bytes = b"ok", extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+from tests.gateway.raw_upstream import ok, read_request, scripted
 
 
 async def post(pool: ConnectionPool, url: str, body: bytes = b"{}", read_timeout: float = 5.0):
@@ -143,23 +103,94 @@ async def test_reuses_a_kept_alive_connection(pool: ConnectionPool) -> None:
         assert pool.open_connections == 1
 
 
-async def test_a_request_on_a_connection_the_server_just_closed_is_sent_again_on_a_new_one(
-    pool: ConnectionPool,
-) -> None:
-    # The keep-alive race: the server drops an idle connection just as we reuse it. The request never
-    # arrived, so sending it once more on a fresh connection is safe.
+async def test_a_request_the_server_read_on_a_reused_connection_is_never_sent_again(pool: ConnectionPool) -> None:
+    # The server read the second request and closed without answering: it may have acted on it (a generation,
+    # a billed call), so it is not sent again on a fresh connection; the caller fails over elsewhere.
+    received: list[bytes] = []
+
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
+        received.append(await read_request(reader))
         writer.write(ok())
         await writer.drain()
-        await read_request(reader)  # the second request on this connection is dropped unanswered
+        received.append(await read_request(reader))  # read, then closed unanswered
 
     async with scripted(script) as (url, accepted):
-        for _ in range(2):
-            response = await post(pool, url)
-            assert await response.read() == b"ok"
+        response = await post(pool, url)
+        assert await response.read() == b"ok"
+        response.close()
+        with pytest.raises(Disconnected, match="closed by the server"):
+            await post(pool, url)
+        assert (len(accepted), len(received)) == (1, 2)
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_written_to(pool: ConnectionPool) -> None:
+    received: list[bytes] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await read_request(reader))
+        writer.write(ok())
+        await writer.drain()  # then closed: a server's keep-alive running out
+
+    async with scripted(script) as (url, accepted):
+        response = await post(pool, url)
+        await response.read()
+        response.close()
+        for _ in range(100):  # until the close has been seen
+            if pool.open_connections == 0:
+                break
+            await asyncio.sleep(0.01)
+        response = await post(pool, url)
+        assert await response.read() == b"ok"
+        response.close()
+        assert (len(accepted), len(received)) == (2, 2)
+
+
+async def test_the_connections_per_origin_are_capped_and_a_request_waits_for_one() -> None:
+    pool = ConnectionPool(connect_timeout=2.0, max_connections=1)
+    release = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            await release.wait()
+            writer.write(ok())
+            await writer.drain()
+
+    async def one() -> bytes:
+        response = await post(pool, url)
+        try:
+            return await response.read()
+        finally:
             response.close()
-        assert len(accepted) == 2
+
+    try:
+        async with scripted(script) as (url, accepted):
+            first, second = asyncio.create_task(one()), asyncio.create_task(one())
+            await asyncio.sleep(0.05)
+            assert pool.open_connections == 1  # the second waits instead of opening another
+            release.set()
+            assert await asyncio.gather(first, second) == [b"ok", b"ok"]
+            assert len(accepted) == 1
+    finally:
+        await pool.close()
+
+
+async def test_waiting_for_a_connection_under_the_cap_times_out() -> None:
+    pool = ConnectionPool(connect_timeout=0.1, max_connections=1)
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()  # never answers
+
+    try:
+        async with scripted(script) as (url, _):
+            busy = asyncio.create_task(post(pool, url))
+            await asyncio.sleep(0.02)
+            with pytest.raises(ConnectTimeout, match="no connection to 127.0.0.1:.* came free"):
+                await post(pool, url)
+            busy.cancel()
+    finally:
+        await pool.close()
 
 
 async def test_a_fresh_connection_closed_without_an_answer_is_an_error(pool: ConnectionPool) -> None:
@@ -325,7 +356,9 @@ async def test_many_requests_on_one_connection_do_not_start_a_timer_each(pool: C
         finally:
             del loop.call_at
         assert len(accepted) == 1
-    assert scheduled <= 2
+    # The connect timeout, the first read deadline, and the idle deadline (earlier than the read one) that the
+    # later requests keep: three timers for fifty requests.
+    assert scheduled <= 3
 
 
 async def test_a_malformed_answer_is_an_error(pool: ConnectionPool) -> None:
@@ -461,22 +494,6 @@ async def test_connection_refused(pool: ConnectionPool) -> None:
         pass  # the port is free again
     with pytest.raises(ConnectError, match="cannot connect to 127.0.0.1"):
         await post(pool, url)
-
-
-async def test_get_with_a_total_timeout(pool: ConnectionPool) -> None:
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await read_request(reader)
-        assert request.startswith(b"GET /health HTTP/1.1\r\n")
-        writer.write(ok(b'{"status":"ok"}'))
-        await writer.drain()
-        await read_request(reader)  # the second probe hangs
-        await reader.read()
-
-    async with scripted(script) as (url, _):
-        health = url.replace("/v1/chat/completions", "/health")
-        assert await pool.get(health, {}, timeout=2.0) == (200, b'{"status":"ok"}')
-        with pytest.raises(TimeoutError):
-            await pool.get(health, {}, timeout=0.05)
 
 
 async def test_tls_with_the_certificate_checked(aiohttp_server) -> None:
