@@ -6,7 +6,8 @@
 # source, about 8 minutes on 2 cores the first time).
 #
 #   scripts/bootstrap.sh            # Python environment, llama.cpp backend, embedded model
-#   scripts/bootstrap.sh --test     # ... and the test tools from Debian: chromium (browser test), wrk (bench smoke test)
+#   scripts/bootstrap.sh --test     # ... and the test tools from Debian: chromium (browser test), wrk (bench smoke test),
+#                                   #     redis-server (shared-state tests start their own, never the one on 6379)
 #   scripts/bootstrap.sh --bench    # ... and wrk, and the peers the benchmark compares against
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,9 +75,11 @@ debian_tools=()
 if [ "$want_test_tools" = 1 ]; then
   command -v chromium >/dev/null || debian_tools+=(chromium chromium-driver)
   command -v wrk >/dev/null || debian_tools+=(wrk)
+  command -v redis-server >/dev/null || debian_tools+=(redis-server)
 fi
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || debian_tools+=(wrk)
+  command -v redis-server >/dev/null || debian_tools+=(redis-server)  # the gateway-redis* targets
 fi
 if [ ${#debian_tools[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
