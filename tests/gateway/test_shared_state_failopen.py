@@ -78,7 +78,7 @@ async def test_redis_gone_fails_open_within_the_deadline_logs_once_and_comes_bac
                 started = time.perf_counter()
                 assert await shared.acquire([CAPPED]) is None  # decide locally
                 durations.append(time.perf_counter() - started)
-            assert max(durations) < 0.05 + 0.03
+            assert max(durations) < 0.05 + 0.1  # (0.1 s of slack for a busy machine's scheduler)
             assert not shared.up and sum(shared.fallbacks.values()) == 20
             with redis_server(port):
                 await eventually(lambda: shared.up)
@@ -96,11 +96,11 @@ async def test_a_slow_redis_is_abandoned_at_the_deadline():
                 while shared.up:  # a stall is given the benefit of the doubt for SLOW_FOR seconds
                     started = time.perf_counter()
                     assert await shared.acquire([CAPPED]) is None
-                    assert time.perf_counter() - started < 0.05 + 0.03
-                assert SLOW_FOR <= time.perf_counter() - stalled < SLOW_FOR + 0.2
+                    assert time.perf_counter() - started < 0.05 + 0.1
+                assert SLOW_FOR <= time.perf_counter() - stalled < SLOW_FOR + 0.3
                 started = time.perf_counter()
                 assert await shared.acquire([CAPPED]) is None  # known down: not even tried
-                assert time.perf_counter() - started < 0.005
+                assert time.perf_counter() - started < 0.02
             finally:
                 server.resume()
             await eventually(lambda: shared.up)
