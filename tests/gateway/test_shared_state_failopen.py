@@ -24,6 +24,7 @@ OPEN = Candidate("b", max_concurrency=None, weight=1, priority=0)
 async def replica(url: str, **options: object) -> AsyncIterator[SharedState]:
     redis = Redis.from_url(url, socket_connect_timeout=0.5, retry=None)
     shared = SharedState(RedisStore(redis), ["a", "b"], breaker=RULE, **options)  # type: ignore[arg-type]
+    await shared.start()  # as the app does: scripts loaded and connections open before the first request
     task = asyncio.create_task(shared.run())
     try:
         yield shared
