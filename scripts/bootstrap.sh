@@ -76,6 +76,7 @@ if [ "$want_test_tools" = 1 ]; then
 fi
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || debian_tools+=(wrk)
+  command -v redis-server >/dev/null || debian_tools+=(redis-server)  # the gateway-redis* targets
 fi
 if [ ${#debian_tools[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.logs import get_logger
 from gateway.shared_state.store import (
@@ -37,6 +39,7 @@ from gateway.shared_state.store import (
 )
 
 RETRY_EVERY = 0.5  # seconds between pings while Redis is down
+SLOW_FOR = 1.0  # seconds of calls missing the deadline, none succeeding, before Redis counts as down
 
 
 class SharedState:
@@ -69,6 +72,7 @@ class SharedState:
         self._serial = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._went_down_event = asyncio.Event()
+        self._slow_since: float | None = None  # when calls started missing the deadline (None: the last one made it)
         self._log = get_logger()
 
     # -- the hot path --------------------------------------------------------------------------------
@@ -100,9 +104,10 @@ class SharedState:
                     candidates, lease, self.lease_ttl, conversation=conversation, affinity_ttl=self.affinity_ttl
                 )
         except (StoreUnavailable, TimeoutError) as exc:
-            self._went_down(exc)
+            self._failed(exc)
             self._fell_open("error")
             return None
+        self._slow_since = None
         if acquired.backend is not None:
             self.held[lease] = acquired.backend
         self.views.update(acquired.snapshots)
@@ -140,6 +145,8 @@ class SharedState:
     # -- keeping the view fresh ----------------------------------------------------------------------
 
     def _apply(self, backend: str, snapshot: BackendSnapshot) -> None:
+        if not self.up:
+            return  # news from before the outage (a release that got through late): the local view rules now
         self.views[backend] = snapshot
         if self.on_change is not None:
             self.on_change(backend, snapshot)
@@ -184,6 +191,7 @@ class SharedState:
         except (StoreUnavailable, TimeoutError) as exc:
             self._went_down(exc)
             return
+        self._slow_since = None
         if not self.up:
             self.up = True
             self._log.warning("shared_state_restored")  # at the level of the message it answers
@@ -208,6 +216,19 @@ class SharedState:
             await asyncio.sleep(RETRY_EVERY)
 
     # -- failing open --------------------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> None:
+        """A request's call failed. Unreachable: down now. Slow: down once calls have missed the deadline for
+        ``SLOW_FOR`` seconds without one success, so that a stall of a busy machine does not switch every later
+        request to the local view (each request still waits no longer than the deadline)."""
+        slow = isinstance(exc, TimeoutError) or isinstance(exc.__cause__, (TimeoutError, RedisTimeoutError))
+        if slow:
+            now = time.monotonic()
+            if self._slow_since is None:
+                self._slow_since = now
+            if now - self._slow_since < SLOW_FOR:
+                return
+        self._went_down(exc)
 
     def _went_down(self, exc: BaseException) -> None:
         if self.up:

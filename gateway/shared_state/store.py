@@ -8,7 +8,7 @@ their answers into values.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,7 +120,7 @@ class RedisStore:
         for c in candidates:
             keys += (self.state_key(c.name), self.lease_key(c.name), self.waiting_key(c.name))
             args += (c.name, c.max_concurrency or 0, c.weight, c.priority)
-        reply = await self._call(self._acquire, keys, args)
+        reply = await self._call(self._acquire, keys, args, lambda late: self._give_back(candidates, lease, late))
         index, outcome, pinned = int(reply[0]), _text(reply[1]), _text(reply[2])
         snapshots = {
             c.name: BackendSnapshot.from_values(reply[3 + i * SNAPSHOT_SIZE: 3 + (i + 1) * SNAPSHOT_SIZE])
@@ -158,15 +158,35 @@ class RedisStore:
             for i, name in enumerate(backends)
         }
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _call(self, script: Any, keys: list[str], args: list[Any],
+                    abandoned: Callable[[Any], None] | None = None) -> Any:
+        """One script call. Given up on (the caller's deadline), it still runs: ``abandoned`` gets its reply."""
         future = self._batch.send(script, keys, args)
         try:
-            return await future
+            return await asyncio.shield(future)
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         finally:
             if not future.done():
-                future.cancel()  # given up on (the caller's deadline): its reply, when it comes, goes nowhere
+                future.add_done_callback(lambda done: _late(done, abandoned))
+
+    def _give_back(self, candidates: Sequence[Candidate], lease: str, reply: Any) -> None:
+        """An acquire answered after its request stopped waiting: if it took a lease, free it now rather than
+        let it count as somebody's request until its TTL runs out."""
+        index = int(reply[0])
+        if index:
+            backend = candidates[index - 1].name
+            args = [lease, "neutral", 0, 1, 0, 0, backend, "", "-"]
+            future = self._batch.send(self._release, [self.state_key(backend), self.lease_key(backend),
+                                                      self.waiting_key(backend)], args)
+            future.add_done_callback(lambda done: _late(done, None))
+
+
+def _late(future: asyncio.Future[Any], abandoned: Callable[[Any], None] | None) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return  # (retrieved: nobody else will)
+    if abandoned is not None:
+        abandoned(future.result())
 
 
 class _Batch:

@@ -32,6 +32,11 @@ from tests.gateway.redis_server import RedisServer, redis_server
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE_TTL = 1.5  # seconds: small, so a dead replica's slot comes back quickly
+# A pause between one client's requests, as a person's or a program's own work makes. A lease is given back,
+# and a 429 published, just after the answer leaves; a next request sent by return, on two cores shared with
+# other jobs, can reach Redis first and find the backend still busy (then its turn moves, by the load guard)
+# or not yet known to be throttled.
+THINK = 0.05
 
 
 @pytest.fixture
@@ -112,6 +117,13 @@ async def replicas(
             replica.process.wait(timeout=15)
 
 
+async def until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.02)
+
+
 def backend(name: str, upstream: FakeUpstream, **config: Any) -> dict[str, Any]:
     return {"name": name, "url": upstream.openai_url, **config}
 
@@ -161,7 +173,9 @@ async def test_every_turn_of_a_conversation_lands_on_the_same_backend_whichever_
                     name, _ = await next(rotation).chat(messages)
                     served[i].append(name)
                     messages += [{"role": "assistant", "content": "ok"}, {"role": "user", "content": f"turn {turn}"}]
+                    await asyncio.sleep(THINK)
                     await next(rotation).chat(hi(f"noise {turn} {i}"))  # another conversation in between
+                    await asyncio.sleep(THINK)
     assert all(len(set(names)) == 1 for names in served.values()), served
     assert {names[0] for names in served.values()} == {"a", "b"}  # spread over both backends
 
@@ -205,16 +219,15 @@ async def test_redis_killed_mid_run_fails_no_request_and_slows_none_past_the_dea
                         failures.append(exc)
 
             clients = [asyncio.create_task(client(g, i)) for i, g in enumerate(gateways)]
-            await asyncio.sleep(0.8)
+            await until(lambda: len(durations) >= 30)
             before = sorted(durations)
             redis.kill()
-            await asyncio.sleep(1.2)
+            await until(lambda: len(durations) >= len(before) + 30)
             stop.set()
             await asyncio.gather(*clients)
             after = durations[len(before):]
             logs = [g.log for g in gateways]
     assert not failures
-    assert len(before) > 20 and len(after) > 20
     # Each replica gives Redis up once, at the deadline; after that it does not ask until it answers again. So
     # the slowest request after the kill is the slowest before it (a busy machine's own noise) plus at most
     # the deadline, with 0.1 s of slack for the scheduler.
@@ -231,6 +244,7 @@ async def test_workers_of_one_gateway_share_the_state_too(redis, tmp_path):
         upstreams = [backend("throttled", throttled), backend("healthy", healthy)]
         async with replicas(upstreams, redis, tmp_path, count=1, workers="3", routing="round_robin") as (gateway,):
             for _ in range(12):
+                await asyncio.sleep(THINK)
                 # A connection of its own each time, so the kernel spreads them over the workers (SO_REUSEPORT).
                 async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="x",
                                               max_retries=0) as client:
