@@ -17,7 +17,7 @@ what it measures of every answer). Everything starts first, then the setups take
 alternating order; the run is bounded (`--budget`): no round starts after it. Printed as markdown and written
 to bench/results/llamacpp.md.
 
-    python -m bench.llamacpp [--chats 8] [--turns 5] [--rounds 2] [--parallel 4] [--max-tokens 32]
+    python -m bench.llamacpp [--chats 8] [--turns 5] [--rounds 2] [--parallel 4] [--max-tokens 128]
                              [--budget 1200]
 """
 
@@ -307,7 +307,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per setup (default: %(default)s)")
     parser.add_argument("--parallel", type=int, default=4,
                         help="llama-server slots per backend (default: %(default)s)")
-    parser.add_argument("--max-tokens", type=int, default=32, help="per answer (default: %(default)s)")
+    parser.add_argument("--max-tokens", type=int, default=128, help="per answer (default: %(default)s)")
     parser.add_argument("--think", type=float, default=0.5,
                         help="most seconds between a chat's turns, drawn at random (default: %(default)s)")
     parser.add_argument("--budget", type=float, default=1200,
