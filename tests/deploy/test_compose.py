@@ -204,7 +204,7 @@ def test_gateway_settings_load_from_the_file(
     backends = {b.name: b for b in settings.backends}
     assert set(backends) == {"llama-1", "llama-2"}
     for name, backend in backends.items():
-        assert backend.kind is BackendKind.LLAMACPP
+        assert backend.kind is BackendKind.LLAMA_SERVER
         host, _, port = backend.host.partition(":")
         service = compose["services"][host]
         assert host == name and int(port) == llama_args(service).port
@@ -225,7 +225,7 @@ def test_the_documented_extra_backend_example_loads(
     environment = {**dockerfile_env("gateway"), **service_env(compose["services"]["gateway"])}
     apply_env(monkeypatch, app_specs["gateway"], environment)
     backends = load_settings().backends
-    assert [b.kind for b in backends] == [BackendKind.LLAMACPP, BackendKind.LLAMACPP, BackendKind.AZURE]
+    assert [b.kind for b in backends] == [BackendKind.LLAMA_SERVER, BackendKind.LLAMA_SERVER, BackendKind.AZURE]
     assert backends[2].priority > backends[0].priority
 
 
