@@ -25,8 +25,6 @@ from gateway.readiness import Readiness
 from gateway.responses.owners import ResponseOwners
 from gateway.routes import setup_routes
 from gateway.settings import BackendKind, GatewaySettings
-from gateway.shared_state.balancer import SharedBalancer
-from gateway.shared_state.context import shared_state_ctx
 from gateway.telemetry import Telemetry, telemetry_from_environment
 from gateway.transports import create_transport
 from gateway.upstream import UpstreamClient
@@ -47,7 +45,16 @@ def create_app(
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
     # With GATEWAY_STATE_URL, every process naming that Redis shares cooldowns, breakers, leases and affinity.
-    balancer = (SharedBalancer if settings.state_url else Balancer)(
+    balancer_class: type[Balancer] = Balancer
+    shared_state = None
+    if settings.state_url:
+        # Imported only here: redis-py costs ~10 MB of RSS that a gateway without shared state never needs.
+        from gateway.shared_state.balancer import SharedBalancer
+        from gateway.shared_state.context import shared_state_ctx
+
+        balancer_class = SharedBalancer
+        shared_state = shared_state_ctx(azure_credential)
+    balancer = balancer_class(
         settings.backends,
         routing=settings.routing,
         queue_timeout=settings.queue_timeout,
@@ -64,8 +71,8 @@ def create_app(
     app.cleanup_ctx.append(_azure_credentials_ctx(azure_credential))
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(health_checks_ctx)
-    if settings.state_url:
-        app.cleanup_ctx.append(shared_state_ctx(azure_credential))
+    if shared_state is not None:
+        app.cleanup_ctx.append(shared_state)
     setup_routes(app, Guard(settings.api_keys, _entra_verifier(app, settings, clock)))
     return app
 

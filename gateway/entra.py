@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import jwt
 import orjson
 
 from gateway.errors import GatewayError, Unauthorized
@@ -115,6 +114,8 @@ class JwksCache:
             entries = document.get("keys", []) if isinstance(document, dict) else []
         except orjson.JSONDecodeError:
             entries = []
+        import jwt  # PyJWT brings cryptography (~9 MB of RSS): loaded only by a gateway that checks tokens
+
         keys = {}
         for entry in entries:
             if isinstance(entry, dict) and entry.get("kty") == "RSA" and isinstance(entry.get("kid"), str):
@@ -156,6 +157,8 @@ class EntraVerifier:
 
     async def _verify_signed(self, token: str) -> dict[str, Any]:
         """Signature, issuer, audience and allow-list: what never changes for a given token."""
+        import jwt  # loaded only by a gateway that checks tokens (see JwksCache._refresh)
+
         policy = self._policy
         try:
             header = jwt.get_unverified_header(token)
