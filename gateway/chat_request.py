@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import orjson
-
 from gateway.affinity import conversation_key
 from gateway.apis import PassThrough
 from gateway.errors import BadRequest
+from gateway.request_json import json_object, model_of, stream_of, with_deployment
 from gateway.settings import Api
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -29,28 +28,11 @@ def parse_chat_request(raw: bytes, *, deployment: str | None = None, affinity: b
 
     ``deployment`` comes from an Azure-shaped path; it names the model when the body does not.
     """
-    if not raw:
-        raise BadRequest("The request body is empty; expected a JSON object.", code="invalid_json")
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
-
+    payload = json_object(raw)
     _check_messages(payload.get("messages"))
-    model = payload.get("model")
-    if model is not None and (not isinstance(model, str) or not model):
-        raise BadRequest("'model' must be a non-empty string.", param="model")
-    stream = payload.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise BadRequest("'stream' must be a boolean.", param="stream")
-
-    if model is None and deployment:
-        payload["model"] = model = deployment
-        raw = orjson.dumps(payload)
+    model = model_of(payload)
+    stream = stream_of(payload)
+    raw, model = with_deployment(raw, payload, model, deployment)
     key = conversation_key(model, payload["messages"]) if affinity else None
     return ChatRequest(body=raw, model=model, stream=stream, affinity_key=key)
 

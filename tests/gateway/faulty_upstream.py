@@ -8,6 +8,8 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from tests.gateway.raw_upstream import read_request
+
 
 class RawUpstream:
     def __init__(self, answer: bytes) -> None:
@@ -17,13 +19,7 @@ class RawUpstream:
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            self.requests.append(head + await reader.readexactly(length))
+            self.requests.append(await read_request(reader))
             writer.write(self.answer)
             await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
