@@ -48,7 +48,8 @@ class Lease:
 
     def accepted(self) -> None:
         """The backend answered 2xx: a probe after a cooldown need not hold the others back any longer."""
-        self.backend.accepted()
+        if self.backend.recovering:  # (only then is there anything to record: the usual case costs no call)
+            self.backend.accepted()
 
     def release(self, verdict: Verdict | None = None) -> float | None:
         """Record ``verdict`` on the backend and free the slot; returns the ejection period if the circuit

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from gateway.affinity import conversation_key
 from gateway.apis import PassThrough
 from gateway.errors import BadRequest
-from gateway.request_json import json_object, model_of, stream_of, with_deployment
+from gateway.request_json import json_object, routing_fields
 from gateway.settings import Api
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -30,9 +30,7 @@ def parse_chat_request(raw: bytes, *, deployment: str | None = None, affinity: b
     """
     payload = json_object(raw)
     _check_messages(payload.get("messages"))
-    model = model_of(payload)
-    stream = stream_of(payload)
-    raw, model = with_deployment(raw, payload, model, deployment)
+    raw, model, stream = routing_fields(raw, payload, deployment)
     key = conversation_key(model, payload["messages"]) if affinity else None
     return ChatRequest(body=raw, model=model, stream=stream, affinity_key=key)
 

@@ -29,7 +29,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httptools
@@ -59,9 +59,12 @@ class Disconnected(Http1Error):
     """The server closed the connection, or sent something that is not HTTP/1.1."""
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a connection goes: pooled connections are shared by requests to the same origin."""
+class Origin(NamedTuple):
+    """Where a connection goes: pooled connections are shared by requests to the same origin.
+
+    A named tuple rather than a frozen dataclass: the pool looks it up in a dict a few times per request, and
+    a tuple hashes and compares in C where a dataclass runs its generated Python ``__hash__`` and ``__eq__``.
+    """
 
     scheme: str
     host: str

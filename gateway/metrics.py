@@ -95,18 +95,23 @@ class BackendSeries:
         self.duration.observe(seconds)
 
 
+class SeriesByBackend(dict[str, BackendSeries]):
+    """backend name → its series, made on first use: ``series[name]`` is one dict lookup, no Python call."""
+
+    def __missing__(self, backend: str) -> BackendSeries:
+        series = self[backend] = BackendSeries()
+        return series
+
+
 class GatewayMetrics:
     def __init__(self, balancer: Balancer) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._series: dict[str, BackendSeries] = {}
+        self.series = SeriesByBackend()
         self.affinity: dict[str, int] = {}  # "new", "hit" or "moved" → requests
         self.registry.register(_GatewayCollector(self, balancer))
 
     def for_backend(self, backend: str) -> BackendSeries:
-        series = self._series.get(backend)
-        if series is None:
-            series = self._series[backend] = BackendSeries()
-        return series
+        return self.series[backend]
 
     def affinity_result(self, result: str) -> None:
         self.affinity[result] = self.affinity.get(result, 0) + 1
@@ -143,7 +148,7 @@ class GatewayMetrics:
             "Share of prompt tokens the backend found in its cache (llama-server's cache_n), since start",
             labels=["backend"],
         )
-        for backend, series in self._series.items():
+        for backend, series in self.series.items():
             for status, count in series.requests.items():
                 requests.add_metric([backend, str(status)], count)
             for outcome, count in series.attempts.items():

@@ -73,7 +73,9 @@ class Proxied(Protocol):
         ...
 
 
-Parse = Callable[[bytes, web.Request], Proxied]
+# An endpoint's parser: the body, the request (for its path's deployment), and whether to work out the
+# conversation's affinity key (affinity routing is on).
+Parse = Callable[[bytes, web.Request, bool], Proxied]
 
 
 class _Retry(Exception):
@@ -108,7 +110,7 @@ class Proxy:
         self._accounting.began(record, request.method, request.headers)
         status = 499  # nginx's "client closed request", if we are cancelled before answering
         try:
-            proxied = parse(await read_body(request), request)
+            proxied = parse(await read_body(request), request, self.affinity is not None)
             record.model, record.stream = proxied.model, proxied.stream
             response = await self._attempts(request, proxied, record)
             status = 499 if record.client_gone else response.status

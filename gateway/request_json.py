@@ -51,3 +51,16 @@ def with_deployment(raw: bytes, payload: dict[str, Any], model: str | None, depl
         payload["model"] = deployment
         return orjson.dumps(payload), deployment
     return raw, model
+
+
+def routing_fields(raw: bytes, payload: dict[str, Any], deployment: str | None) -> tuple[bytes, str | None, bool]:
+    """``model_of``, ``stream_of`` and ``with_deployment`` in one call: (body, model, stream). On every chat
+    request's path, where each call shows; the named checks run only to say what is wrong."""
+    model = payload.get("model")
+    stream = payload.get("stream")
+    if not ((model is None or (type(model) is str and model)) and (stream is None or type(stream) is bool)):
+        model_of(payload)
+        stream_of(payload)
+    if model is None and deployment:
+        raw, model = with_deployment(raw, payload, model, deployment)
+    return raw, model, stream is True

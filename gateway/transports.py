@@ -12,14 +12,14 @@ http1 by construction, aiohttp because it retries a dropped keep-alive connectio
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Literal, Protocol
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.http1 import ConnectionPool, Origin, header_line, request_head
+from gateway.http1 import ConnectionPool, Origin, request_head
 
 ClientName = Literal["http1", "aiohttp"]
 # The most aiohttp hands on at once: what has arrived, up to this (never waiting for more). Unbounded, a slow
@@ -48,10 +48,13 @@ class Transport(Protocol):
         """What ``send`` needs to reach ``url`` with these fixed headers, prepared once per backend."""
         ...
 
-    async def send(
+    def send(
         self, route: object, extra: tuple[tuple[str, str], ...], body: bytes, read_timeout: float
-    ) -> RawResponse:
-        """Send once (never resent after a byte was written); returns when status and headers have arrived."""
+    ) -> Awaitable[RawResponse]:
+        """Send once (never resent after a byte was written); done when status and headers have arrived.
+
+        ``extra``: per-request headers, whose values the caller has checked (``http1.is_safe_header_value``).
+        """
         ...
 
     async def close(self) -> None: ...
@@ -94,14 +97,16 @@ class Http1Transport:
         origin, target = Origin.of(url)
         return _Http1Route(origin, request_head(method, target, origin, headers))
 
-    async def send(
+    def send(
         self, route: object, extra: tuple[tuple[str, str], ...], body: bytes, read_timeout: float
-    ) -> RawResponse:
+    ) -> Awaitable[RawResponse]:
+        # Not a coroutine of its own: it only finishes the request head and hands the pool's coroutine on, so
+        # the request costs no extra coroutine layer.
         assert isinstance(route, _Http1Route)
         head = route.head
         for name, value in extra:
-            head += header_line(name, value)
-        return await self.pool.request(route.origin, head, body, read_timeout)
+            head += f"{name}: {value}\r\n".encode("latin-1")  # checked by the caller, as the protocol says
+        return self.pool.request(route.origin, head, body, read_timeout)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -79,13 +79,19 @@ def _usage_from_object(payload: object) -> Usage | None:
 def _usage_from_mapping(usage: object) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))  # the Responses API counts input/output
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    if completion is None and "total_tokens" in usage:
-        completion = 0  # embeddings: prompt and total only
+    prompt = usage.get("prompt_tokens")
+    if prompt is None:
+        prompt = usage.get("input_tokens")  # the Responses API counts input/output
+    completion = usage.get("completion_tokens")
+    if completion is None:
+        completion = usage.get("output_tokens")
+        if completion is None and "total_tokens" in usage:
+            completion = 0  # embeddings: prompt and total only
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
     details = usage.get("prompt_tokens_details")
+    if details is None:  # (most answers: no details, and no call below)
+        return Usage(prompt, completion)
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     return Usage(prompt, completion, cached if _is_count(cached) else None)
 

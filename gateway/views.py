@@ -16,40 +16,40 @@ from gateway.responses.translation import ResponsesCall
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    proxy = request.app[keys.PROXY]
-    affinity = proxy.affinity is not None
-
-    def parse(raw: bytes, request: web.Request) -> ChatRequest:
-        return parse_chat_request(raw, deployment=request.match_info.get("deployment"), affinity=affinity)
-
-    return await proxy.serve(request, request[keys.REQUEST_ID], parse)
+    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], _parse_chat)
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    proxy = request.app[keys.PROXY]
-    owners = request.app[keys.RESPONSE_OWNERS]
-    affinity = proxy.affinity is not None
-
-    def parse(raw: bytes, request: web.Request) -> ResponsesCall:
-        parsed = parse_responses_request(raw, deployment=request.match_info.get("deployment"))
-        key = conversation_key(parsed.model, parsed.messages) if affinity and parsed.messages else None
-        return ResponsesCall(parsed, owners, key)
-
-    return await proxy.serve(request, request[keys.REQUEST_ID], parse)
+    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], _parse_responses)
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    def parse(raw: bytes, request: web.Request) -> EmbeddingsRequest:
-        return parse_embeddings_request(raw, deployment=request.match_info.get("deployment"))
-
-    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], parse)
+    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], _parse_embeddings)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    def parse(raw: bytes, request: web.Request) -> CompletionsRequest:
-        return parse_completions_request(raw, deployment=request.match_info.get("deployment"))
+    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], _parse_completions)
 
-    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], parse)
+
+# The endpoints' parsers (gateway.proxy.Parse): module functions, not closures made on every request.
+
+
+def _parse_chat(raw: bytes, request: web.Request, affinity: bool) -> ChatRequest:
+    return parse_chat_request(raw, deployment=request.match_info.get("deployment"), affinity=affinity)
+
+
+def _parse_responses(raw: bytes, request: web.Request, affinity: bool) -> ResponsesCall:
+    parsed = parse_responses_request(raw, deployment=request.match_info.get("deployment"))
+    key = conversation_key(parsed.model, parsed.messages) if affinity and parsed.messages else None
+    return ResponsesCall(parsed, request.app[keys.RESPONSE_OWNERS], key)
+
+
+def _parse_embeddings(raw: bytes, request: web.Request, affinity: bool) -> EmbeddingsRequest:
+    return parse_embeddings_request(raw, deployment=request.match_info.get("deployment"))
+
+
+def _parse_completions(raw: bytes, request: web.Request, affinity: bool) -> CompletionsRequest:
+    return parse_completions_request(raw, deployment=request.match_info.get("deployment"))
 
 
 async def list_models(request: web.Request) -> web.Response:
