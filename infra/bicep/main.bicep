@@ -225,6 +225,9 @@ var tags = {
 }
 // The model id the llama.cpp backends serve, and so the "deployment" the chat app asks the gateway for.
 var modelAlias = 'smollm2-135m-instruct'
+// Context of each llama.cpp slot in tokens; llama-server divides its --ctx-size among the slots (as the local
+// launcher's --ctx-per-slot default).
+var llamaCtxPerSlot = 2048
 var llamaPort = 8080
 var gatewayPort = 8080
 var chatPort = 8000
@@ -450,12 +453,15 @@ module llama 'modules/container-app.bicep' = [for i in range(0, llamaBackendCoun
     minReplicas: 1
     maxReplicas: 1
     concurrentRequests: llamaParallel
-    // Appended to the image's entrypoint, which sets the host, port and model.
+    // In place of the image's CMD, after its entrypoint (llama-server with the model, host, port and the
+    // endpoints the gateway reads): what this deployment sizes.
     args: [
       '--threads'
       string(llamaCpuCores)
       '--parallel'
       string(llamaParallel)
+      '--ctx-size'
+      string(llamaParallel * llamaCtxPerSlot)
       '--alias'
       modelAlias
     ]

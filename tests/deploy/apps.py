@@ -3,8 +3,9 @@
 - gateway: every field of `GatewaySettings` under its env prefix, the variables its modules look up with
   os.environ, and azure-identity's when it authenticates with DefaultAzureCredential;
 - chat: the validation alias of every `ChatSettings` field, likewise;
-- llama: nothing from the environment (its server reads prefixed settings only); its command line is
-  checked against `backends.llamacpp.llama_server.parse_args` instead.
+- llama: nothing from the environment that a deployment sets (llama-server reads LLAMA_ARG_* variables; its
+  base image sets LLAMA_ARG_HOST=0.0.0.0, which the entrypoint's --host says too); its command line is
+  checked against llama-server's own flags instead (tests/deploy/llama_server_cli.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@ main.bicep, azd's conventions (tags, outputs), and every app configured with exa
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.deploy import azd_params, bicep, dockerfiles
+from tests.deploy import azd_params, bicep, dockerfiles, llama_server_cli
 from tests.deploy.apps import App
 from tests.deploy.bicep import MAIN, evaluate, ns, parse, scope_of
+from tests.deploy.llama_server_cli import ServerCommand
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMETERS_FILE = bicep.BICEP_DIR / "main.parameters.json"
@@ -312,17 +312,18 @@ def test_no_construct_bicep_or_checkov_rejects(path: Path) -> None:
         assert node.get("type") != "lambda_expression", f"{path.name}: a lambda (checkov cannot parse it)"
 
 
-def llama_args(cores: int) -> argparse.Namespace:
-    from backends.llamacpp.llama_server import parse_args
-
-    scope = scope_of(MAIN, llamaCpuCores=cores)
+def llama_args(cores: int, parallel: int | None = None) -> ServerCommand:
+    """llama-server's command line in a llama app: the image's ENTRYPOINT, then the app's args (in place of
+    the image's CMD)."""
+    overrides = {"llamaCpuCores": cores} | ({} if parallel is None else {"llamaParallel": parallel})
+    scope = scope_of(MAIN, **overrides)
     args = [str(word) for word in evaluate(app_calls()["llama"]["params"]["args"], scope)]
-    stage = dockerfiles.final_stage(dockerfiles.DOCKERFILES["llama"])
-    entrypoint = dockerfiles.exec_form(dockerfiles.values(stage, "ENTRYPOINT")[-1])
-    return parse_args(entrypoint[3:] + args)
+    return llama_server_cli.image_command(args)
 
 
-def test_llama_arguments_are_accepted_by_the_backend_cli() -> None:
+def test_llama_arguments_are_accepted_by_llama_server() -> None:
+    from backends.llamacpp.llama_server import DEFAULT_CTX_PER_SLOT
+
     allowed = bicep.decorators(declared_params(MAIN)["llamaCpuCores"])["allowed"]
     for cores in allowed:
         args = llama_args(cores)
@@ -333,6 +334,11 @@ def test_llama_arguments_are_accepted_by_the_backend_cli() -> None:
         assert (
             args.alias == literal_env("chat", gateway=ns(outputs=ns(uri="x")))["AZURE_OPENAI_CHAT_DEPLOYMENT"]
         )
+    # Every slot gets the context a local llama-server's does, whatever the slot count.
+    limits = bicep.decorators(declared_params(MAIN)["llamaParallel"])
+    for parallel in range(limits["min_value"], limits["max_value"] + 1):
+        args = llama_args(2, parallel)
+        assert args.parallel == parallel and args.ctx_size == parallel * DEFAULT_CTX_PER_SLOT
 
 
 # ---- resources, probes and scaling of the apps ----------------------------------------------------------
@@ -405,7 +411,7 @@ async def test_probes_use_the_target_port_within_container_apps_limits(symbol: s
         assert 1 <= probe.get("failureThreshold", 3) <= 10
     if symbol in ("gateway", "chat"):
         assert await probe_paths(symbol)
-    else:  # llama-cpp-python's server: the same URL as the image's own HEALTHCHECK
+    else:  # llama-server: the same URL as the image's own HEALTHCHECK
         stage = dockerfiles.final_stage(dockerfiles.DOCKERFILES["llama"])
         image_check = " ".join(dockerfiles.healthcheck_command(stage))
         for probe in probes:

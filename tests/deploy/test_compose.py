@@ -3,7 +3,6 @@ exactly what it reads, checked by building the apps' real settings from the file
 
 from __future__ import annotations
 
-import argparse
 import base64
 import importlib.resources
 import json
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 
-from tests.deploy import dockerfiles
+from tests.deploy import dockerfiles, llama_server_cli
 from tests.deploy.apps import App
 from tests.deploy.compose import (
     COMPOSE_FILE,
@@ -28,6 +27,7 @@ from tests.deploy.compose import (
     read_env_file,
     variables_used,
 )
+from tests.deploy.llama_server_cli import ServerCommand
 
 SECRETS = ("POSTGRES_PASSWORD", "CHAT_SESSION_KEY", "LLM_GATEWAY_API_KEY")
 APP_SERVICES = {"gateway": "gateway", "chat": "chat", "llama-1": "llama", "llama-2": "llama"}
@@ -86,7 +86,9 @@ def test_healthchecks_probe_the_port_the_app_listens_on(
 
 def listening_port(name: str, service: dict[str, Any], app_specs: dict[str, App]) -> int:
     if APP_SERVICES[name] == "llama":
-        return llama_args(service).port
+        port = llama_args(service).port
+        assert port is not None, f"{name}: no --port"
+        return port
     prefix = {"gateway": "GATEWAY_", "chat": "CHAT_"}[name]
     return int(service_env(service).get(f"{prefix}PORT", app_specs[name].port))
 
@@ -247,24 +249,24 @@ def test_chat_settings_load_from_the_file(
     assert settings.azure_openai_custom_url.startswith("http://gateway:8080/")
 
 
-def llama_args(service: dict[str, Any]) -> argparse.Namespace:
-    """The backend's real argument parser on the image ENTRYPOINT followed by the service's command."""
-    from backends.llamacpp.llama_server import parse_args
-
-    stage = dockerfiles.final_stage(dockerfiles.DOCKERFILES["llama"])
-    entrypoint = dockerfiles.exec_form(dockerfiles.values(stage, "ENTRYPOINT")[-1])
-    assert entrypoint[:3] == ["python", "-m", "backends.llamacpp.llama_server"]
+def llama_args(service: dict[str, Any]) -> ServerCommand:
+    """llama-server's command line: the image's ENTRYPOINT followed by the service's command (its CMD's stead)."""
     command = service["command"]
     command = shlex.split(command) if isinstance(command, str) else command
-    return parse_args(entrypoint[3:] + [str(word) for word in command])
+    return llama_server_cli.image_command([str(word) for word in command])
 
 
 @pytest.mark.parametrize("service_name", ["llama-1", "llama-2"])
-def test_llama_command_is_accepted_by_the_backend_cli(compose: dict[str, Any], service_name: str) -> None:
+def test_llama_command_is_accepted_by_llama_server(compose: dict[str, Any], service_name: str) -> None:
+    from backends.llamacpp.llama_server import DEFAULT_CTX_PER_SLOT, DEFAULT_PARALLEL
+
     args = llama_args(compose["services"][service_name])
     assert args.host == "0.0.0.0" and args.port == 8080
     assert args.alias == "smollm2-135m-instruct"
     assert args.threads == int(read_env_file()["LLAMA_THREADS"])
+    # The slots and context of `make up`'s backends (the launcher's defaults), so both stacks behave alike.
+    assert args.parallel == DEFAULT_PARALLEL
+    assert args.ctx_size == DEFAULT_PARALLEL * DEFAULT_CTX_PER_SLOT
 
 
 def test_no_made_up_names_in_the_apps_namespaces(app_specs: dict[str, App]) -> None:
