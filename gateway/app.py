@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -24,10 +25,12 @@ from gateway.proxy import Proxy
 from gateway.readiness import Readiness
 from gateway.responses.owners import ResponseOwners
 from gateway.routes import setup_routes
-from gateway.settings import BackendKind, GatewaySettings
-from gateway.telemetry import Telemetry, telemetry_from_environment
+from gateway.settings import APPINSIGHTS_CONNECTION_STRING, BackendKind, GatewaySettings
 from gateway.transports import create_transport
 from gateway.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from gateway.telemetry import Telemetry
 
 
 def create_app(
@@ -66,7 +69,7 @@ def create_app(
     app[keys.BALANCER] = balancer
     app[keys.METRICS] = GatewayMetrics(balancer)
     app[keys.RESPONSE_OWNERS] = ResponseOwners(settings.affinity_capacity)
-    app[keys.TELEMETRY] = telemetry if telemetry is not None else telemetry_from_environment()
+    app[keys.TELEMETRY] = telemetry if telemetry is not None else _telemetry_from_environment()
 
     app.cleanup_ctx.append(_azure_credentials_ctx(azure_credential))
     app.cleanup_ctx.append(_upstream_ctx)
@@ -75,6 +78,15 @@ def create_app(
         app.cleanup_ctx.append(shared_state)
     setup_routes(app, Guard(settings.api_keys, _entra_verifier(app, settings, clock)))
     return app
+
+
+def _telemetry_from_environment() -> Telemetry | None:
+    if not os.environ.get(APPINSIGHTS_CONNECTION_STRING):
+        return None
+    # Imported only when it is used: OpenTelemetry's API alone costs ~6 MB of RSS and 0.1 s of start-up.
+    from gateway.telemetry import telemetry_from_environment
+
+    return telemetry_from_environment()
 
 
 def _entra_verifier(app: web.Application, settings: GatewaySettings, clock: Clock) -> EntraVerifier | None:

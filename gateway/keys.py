@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from gateway.azure_auth import EntraTokenProvider
@@ -13,8 +15,10 @@ from gateway.proxy import Proxy
 from gateway.readiness import Readiness
 from gateway.responses.owners import ResponseOwners
 from gateway.settings import GatewaySettings
-from gateway.telemetry import Telemetry
 from gateway.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from gateway.telemetry import Telemetry  # imported by the app only when telemetry is configured
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")

@@ -117,6 +117,9 @@ class BackendConfig(BaseModel):
 
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
+# Application Insights' own variable, not ours: when set, the gateway exports telemetry there
+# (gateway/telemetry.py; the azure-monitor-opentelemetry distro reads it too).
+APPINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
 
 def _host_port(netloc: str) -> str:

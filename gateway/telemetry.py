@@ -31,10 +31,10 @@ from opentelemetry import propagate, trace
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
-from gateway.settings import BackendConfig, BackendKind
+from gateway.settings import APPINSIGHTS_CONNECTION_STRING, BackendConfig, BackendKind
 from gateway.usage import Usage
 
-CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+CONNECTION_STRING = APPINSIGHTS_CONNECTION_STRING
 SERVICE_NAME = "llm-gateway"
 # gen_ai.provider.name: the semantic conventions' value where there is one.
 PROVIDERS = {BackendKind.AZURE: "azure.ai.openai", BackendKind.OPENAI: "openai", BackendKind.LLAMACPP: "llama.cpp"}

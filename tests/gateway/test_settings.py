@@ -133,9 +133,18 @@ async def test_workers_share_one_port_and_stop_together():
     async with upstream.serve():
         env = {"GATEWAY_WORKERS": "2", "GATEWAY_BACKENDS": upstream.openai_url}
         async with gateway_process(env) as (client, process):
+            # One worker answering is not both started: on a busy machine the second may still be importing.
+            # Each writes its gateway_starting line before serving; wait for both, then use them.
+            assert process.stdout is not None
+            early: list[bytes] = []
+            while sum(b'"gateway_starting"' in line for line in early) < 2:
+                line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), timeout=60)
+                assert line, "the gateway's output ended before both workers had started"
+                early.append(line)
             for _ in range(6):
                 await client.chat.completions.create(model="m", messages=HI)
         out, err = process.communicate(timeout=15)
     assert process.returncode == 0, err
-    starts = [json.loads(line) for line in out.decode().splitlines() if '"gateway_starting"' in line]
+    lines = b"".join(early).decode().splitlines() + out.decode().splitlines()
+    starts = [json.loads(line) for line in lines if '"gateway_starting"' in line]
     assert len(starts) == 2  # two workers
