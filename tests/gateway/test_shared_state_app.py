@@ -13,9 +13,11 @@ from backends.fake import FakeUpstream
 from gateway import keys
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from gateway.shared_state import scripts
 from tests.gateway.redis_server import RedisServer, redis_server
 
 HI = [{"role": "user", "content": "hi"}]
+LEASES = "{gw}:" + scripts.VERSION + ":l:up"  # the backend's lease set
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +66,28 @@ async def test_an_uncapped_backend_in_a_clean_state_costs_no_redis_call(gateway,
     assert upstream.chat_count == 20
 
 
-async def test_a_capped_backend_costs_one_call_to_take_the_lease_and_one_to_give_it_back(gateway, redis):
-    client, sdk, _ = await gateway(max_concurrency=2)
+async def test_a_capped_backend_with_room_costs_one_call_for_the_first_request_and_none_after(gateway, redis):
+    client, sdk, upstream = await gateway(max_concurrency=4)
+    shared = client.app[keys.BALANCER].shared
+    before = await script_calls(redis)
+    for _ in range(10):
+        await sdk.chat.completions.create(model="m", messages=HI)
+    # One acquire; after it the lease is kept as a spare, which each next request takes (+ the periodic
+    # refresh, at most once: renewal and snapshot).
+    assert 1 <= await script_calls(redis) - before <= 3
+    assert await redis.zcard(LEASES) == 1 and upstream.chat_count == 10
+    await shared.drain()  # at shutdown the spare is given back
+    assert await redis.zcard(LEASES) == 0
+
+
+async def test_a_capped_backend_without_room_to_spare_takes_and_gives_back_a_lease_per_request(gateway, redis):
+    client, sdk, _ = await gateway(max_concurrency=1)
     before = await script_calls(redis)
     for _ in range(10):
         await sdk.chat.completions.create(model="m", messages=HI)
     await client.app[keys.BALANCER].shared.drain()  # the last release is sent after the answer
-    assert 20 <= await script_calls(redis) - before <= 21  # (+ the periodic refresh, at most once)
-    assert await redis.zcard("{gw}:v1:l:up") == 0  # every lease given back
+    assert 20 <= await script_calls(redis) - before <= 22  # (+ the periodic refresh, at most once)
+    assert await redis.zcard(LEASES) == 0  # every lease given back
 
 
 async def test_metrics_say_whether_the_shared_state_answers(gateway):
