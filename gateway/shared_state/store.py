@@ -176,9 +176,11 @@ class RedisStore:
             return await asyncio.shield(future)
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            if not future.done():
-                future.add_done_callback(lambda done: _late(done, abandoned))
+        except asyncio.CancelledError:
+            # Given up on while the call runs, or just as its answer came in (then nobody would read it): either
+            # way ``abandoned`` gets the answer, so that a lease it took is not left to its TTL.
+            future.add_done_callback(lambda done: _late(done, abandoned))
+            raise
 
     def _give_back(self, candidates: Sequence[Candidate], lease: str, spares: Mapping[str, str], reply: Any) -> None:
         """An acquire answered after its request stopped waiting: if it took a lease, free it now rather than

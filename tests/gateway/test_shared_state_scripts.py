@@ -195,3 +195,20 @@ async def test_a_refusal_on_a_full_backend_announces_it_wanted_once_per_half_ttl
     await store.acquire([A], "third", 0.4, origin="replica-2")
     assert parse_want((await pubsub.get_message(timeout=1))["data"]) == ("replica-2", ["a"])
     await pubsub.aclose()
+
+
+async def test_a_lease_granted_just_as_its_caller_gave_up_is_given_back(store):
+    # The answer arrives, and in the same turn of the loop the caller's deadline cancels it before it reads it
+    # (seen at c=32 on a busy machine: each such lease stayed taken for its TTL, and the cap filled up).
+    wide = Candidate("a", max_concurrency=100, weight=1, priority=0)
+    caller = asyncio.create_task(store.acquire([wide], "l1", 10))
+    await asyncio.sleep(0)  # the call is queued for the next pipeline
+    (*_, answer), = store._batch._pending
+    answer.add_done_callback(lambda _: caller.cancel())  # runs before the caller resumes
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    for _ in range(50):
+        if await store.redis.zcard(store.lease_key("a")) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await store.redis.zcard(store.lease_key("a")) == 0
