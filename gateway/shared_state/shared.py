@@ -25,8 +25,9 @@ lease TTL. The price is on that path only: three round trips (refusal, give-back
 Fail open: a call that fails or takes longer than ``deadline`` is abandoned and the request is decided on the
 local view (each replica's own bookkeeping, as without Redis). Redis is then marked down: no request waits
 for it again until a background ping gets through (every ``RETRY_EVERY`` s). Both transitions are logged
-once and counted (``gateway_shared_state_fallbacks_total``, ``gateway_shared_state_up``). Spares are forgotten
-when Redis goes down (they expire there): after an outage every slot is asked for again.
+once and counted (``gateway_shared_state_fallbacks_total``, ``gateway_shared_state_up``). Spares are given up
+when Redis goes down (given back if it is merely slow, else they expire there): after an outage every slot is
+asked for again.
 """
 
 from __future__ import annotations
@@ -320,7 +321,9 @@ class SharedState:
         if self.up:
             self.up = False
             self._went_down_event.set()
-            self.leases.every_spare()  # forgotten: not renewed, they expire in Redis; after the outage we ask again
+            for backend, spare in self.leases.every_spare():
+                # Unused from now on: given back if Redis is merely slow, else they expire there.
+                self._send_release(backend, spare, "neutral")
             if self.on_down is not None:
                 self.on_down()
             reason = str(exc) or type(exc).__name__
