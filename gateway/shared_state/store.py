@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.shared_state import scripts
 
@@ -254,6 +254,14 @@ class _Batch:
                 future.set_result(reply)
 
     async def _pipeline(self, batch: list[tuple[Any, list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        if len(batch) == 1:
+            # Alone, a call costs redis-py less without a pipeline around it (measured on the bench machine:
+            # 156 µs of CPU instead of 199, medians of 15 alternating rounds).
+            script, keys, args, _ = batch[0]
+            try:
+                return [await self._redis.evalsha(script.sha, len(keys), *keys, *args)]
+            except ResponseError as exc:  # the script's own error, or NOSCRIPT: an answer, as in a pipeline
+                return [exc]
         pipe = self._redis.pipeline(transaction=False)
         for script, keys, args, _ in batch:
             pipe.evalsha(script.sha, len(keys), *keys, *args)

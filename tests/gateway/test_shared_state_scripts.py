@@ -212,3 +212,11 @@ async def test_a_lease_granted_just_as_its_caller_gave_up_is_given_back(store):
             break
         await asyncio.sleep(0.01)
     assert await store.redis.zcard(store.lease_key("a")) == 0
+
+
+async def test_scripts_the_server_lost_are_loaded_again_alone_or_in_a_batch(store):
+    await store.redis.script_flush()  # (a restarted Redis has none)
+    assert (await store.acquire([A], "alone", 10)).backend == "a"
+    await store.redis.script_flush()
+    together = await asyncio.gather(store.acquire([B], "one", 10), store.release("a", "alone", "ok", breaker=RULE))
+    assert together[0].backend == "b" and together[1].leases == 0
