@@ -8,7 +8,8 @@ replicas). Then:
 - otherwise one script call takes a lease on the first eligible of its ranked candidates (the conversation's
   backend first if the load guard allows), or says none is eligible anywhere, and refreshes the view. Redis is
   asked even when the local view finds every backend busy: the view's count of other replicas' requests is
-  only as fresh as the last news, and releases are published only while somebody waits;
+  only as fresh as the last news, and releases are published only while somebody waits. Not about backends
+  whose every slot this replica's own leases take, though: Redis could only refuse those;
 - Redis unavailable (down, or slower than the deadline) → ``Balancer.acquire`` on the local view: fail open.
 
 The wait queue stays per process. A slot freed on this replica goes to its own first waiter with the lease
@@ -113,6 +114,10 @@ class SharedBalancer(Balancer):
             if state is None and (refusal := self._refusal(untried)) is not None:
                 raise refusal  # cooling, ejected or unhealthy everywhere: no use asking or waiting
             ranked = self._ranked(state, untried)
+            if conversation is None:
+                # Where this process's own leases fill the cap, Redis can only say no: don't ask (at saturation
+                # that would be a call per request); a slot there frees here, and is handed to our waiter.
+                ranked = [c for c in ranked if not shared.filled_by_us(c)]
             if ranked:
                 # Redis decides, also when the local view thinks every backend busy: its count of the other
                 # replicas' requests is only as fresh as the last news.
@@ -190,9 +195,11 @@ class SharedBalancer(Balancer):
         others = max(snapshot.leases - mine, 0) if state.max_concurrency is not None else 0
         state.in_flight += others - self._others[name]
         self._others[name] = others
-        if not taken and self.queue.anyone_for(name) and state.condition(now) is BackendCondition.HEALTHY:
-            # Perhaps a slot freed elsewhere (or the backend recovered): the first waiter that can use it asks
-            # Redis (the view's count of other replicas' requests is only an estimate).
+        free = state.max_concurrency is None or snapshot.leases < state.max_concurrency
+        if not taken and free and self.queue.anyone_for(name) and state.condition(now) is BackendCondition.HEALTHY:
+            # A slot freed elsewhere (or the backend recovered): the first waiter that can use it asks Redis (the
+            # view's count of other replicas' requests is only an estimate). Not on news of a full backend, such
+            # as the answer to a refused call: the waiter would ask again at once, round trip after round trip.
             waiter = self.queue.next_for(name)
             if waiter is not None and not waiter.future.done():
                 waiter.future.set_result(True)

@@ -123,6 +123,11 @@ class SharedState:
         spare = self.leases.take(candidate.name, self.now())
         return Local(spare) if spare is not None else None
 
+    def filled_by_us(self, candidate: Candidate) -> bool:
+        """Whether our own leases alone take every slot of ``candidate``: Redis would refuse it for certain."""
+        cap = candidate.max_concurrency
+        return cap is not None and self.up and self.leases.on(candidate.name) >= cap
+
     async def acquire(
         self, candidates: Sequence[Candidate], conversation: bytes | None = None
     ) -> tuple[str, Acquired] | None:
