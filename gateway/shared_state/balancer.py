@@ -3,11 +3,13 @@
 ``SharedBalancer.acquire`` chooses exactly as ``Balancer`` does, on its local view (each backend's
 ``BackendState``, which the shared view keeps up to date: cooldowns, breaker, probe, in-flight counts of all
 replicas). Then:
-- the chosen backend is uncapped, clean and no conversation is pinned → taken locally, no Redis call;
+- the chosen backend is clean and no conversation is to be looked up, and it is uncapped, or capped with a spare
+  lease of this replica's on it (``shared``) → taken locally, no Redis call;
 - otherwise one script call takes a lease on the first eligible of its ranked candidates (the conversation's
   backend first if the load guard allows), or says none is eligible anywhere, and refreshes the view. Redis is
   asked even when the local view finds every backend busy: the view's count of other replicas' requests is
-  only as fresh as the last news, and releases are published only while somebody waits;
+  only as fresh as the last news, and releases are published only while somebody waits. Not about backends
+  whose every slot this replica's own leases take, though: Redis could only refuse those;
 - Redis unavailable (down, or slower than the deadline) → ``Balancer.acquire`` on the local view: fail open.
 
 The wait queue stays per process. A slot freed on this replica goes to its own first waiter with the lease
@@ -63,7 +65,8 @@ class SharedLease(Lease):
             effect = "neutral" if verdict is None else _EFFECTS[verdict.breaker]
             cooldown = None if verdict is None else verdict.cooldown
             # Handed to a waiter here, the lease lives on with it: only the outcome is recorded.
-            balancer.shared.release(state.name, None if handed else self.lease_id, effect, cooldown)
+            balancer.shared.release(state.name, None if handed else self.lease_id, effect, cooldown,
+                                    room=balancer.has_room(state))
         return ejected
 
 
@@ -103,13 +106,18 @@ class SharedBalancer(Balancer):
         while True:  # each turn asks Redis at most once, then waits for news
             skipped: dict[str, str] = {}
             state = self._choose(candidates, tried, skipped, preferred)
-            if state is not None and not shared.needs_call(self._candidates[state.name], conversation):
+            local = shared.decide_locally(self._candidates[state.name], conversation) if state is not None else None
+            if state is not None and local is not None:
                 state.start_request(self.now())
-                return SharedLease(self, state, skipped or None, None, None)
+                return SharedLease(self, state, skipped or None, None, local.lease)
             untried = [c for c in candidates if c.name not in tried]
             if state is None and (refusal := self._refusal(untried)) is not None:
                 raise refusal  # cooling, ejected or unhealthy everywhere: no use asking or waiting
             ranked = self._ranked(state, untried)
+            if conversation is None:
+                # Where this process's own leases fill the cap, Redis can only say no: don't ask (at saturation
+                # that would be a call per request); a slot there frees here, and is handed to our waiter.
+                ranked = [c for c in ranked if not shared.filled_by_us(c)]
             if ranked:
                 # Redis decides, also when the local view thinks every backend busy: its count of the other
                 # replicas' requests is only as fresh as the last news.
@@ -181,15 +189,17 @@ class SharedBalancer(Balancer):
         state.ejections = snapshot.ejections
         state.ejected_until = now + snapshot.ejected if snapshot.ejections else 0.0
         state.probe_in_flight = snapshot.probe_held
-        # in_flight counts this process's requests itself; add those of the others: all leases but ours (held,
-        # or being given back: a release on its way may not have reached Redis when this was read).
-        mine = sum(1 for backend in shared.held.values() if backend == name) + shared.releasing.get(name, 0)
+        # in_flight counts this process's requests itself; add those of the others: all leases but ours (used,
+        # spare, or being given back: a release on its way may not have reached Redis when this was read).
+        mine = shared.leases.on(name) + shared.releasing.get(name, 0)
         others = max(snapshot.leases - mine, 0) if state.max_concurrency is not None else 0
         state.in_flight += others - self._others[name]
         self._others[name] = others
-        if not taken and self.queue.anyone_for(name) and state.condition(now) is BackendCondition.HEALTHY:
-            # Perhaps a slot freed elsewhere (or the backend recovered): the first waiter that can use it asks
-            # Redis (the view's count of other replicas' requests is only an estimate).
+        free = state.max_concurrency is None or snapshot.leases < state.max_concurrency
+        if not taken and free and self.queue.anyone_for(name) and state.condition(now) is BackendCondition.HEALTHY:
+            # A slot freed elsewhere (or the backend recovered): the first waiter that can use it asks Redis (the
+            # view's count of other replicas' requests is only an estimate). Not on news of a full backend, such
+            # as the answer to a refused call: the waiter would ask again at once, round trip after round trip.
             waiter = self.queue.next_for(name)
             if waiter is not None and not waiter.future.done():
                 waiter.future.set_result(True)
@@ -206,7 +216,17 @@ class SharedBalancer(Balancer):
         """A slot handed to a waiter who had given up comes back here: pass it and its lease on."""
         lease_id = self._handed_lease(state.name)
         if not self.finish_with(state, lease_id) and self.shared is not None and lease_id is not None:
-            self.shared.release(state.name, lease_id, "neutral")
+            self.shared.release(state.name, lease_id, "neutral", room=self.has_room(state))
+
+    def has_room(self, state: BackendState) -> bool:
+        """Whether a capped backend would keep at least half its slots free with one more spare of ours: only
+        then is a finished request's lease kept for the next one. Where slots are scarce they go back at once: a
+        spare there would soon keep another replica's request waiting, or send its conversation elsewhere."""
+        cap = state.max_concurrency
+        shared = self.shared
+        if cap is None or shared is None:
+            return False
+        return 2 * (state.in_flight + shared.leases.spares(state.name) + 1) <= cap
 
     def finish_with(self, state: BackendState, lease_id: str | None) -> bool:
         """``Balancer.finish``, passing the shared lease along with the slot; True if it was handed over."""

@@ -2,14 +2,17 @@
 
 Key layout (``{gw}`` is the hash tag: every key lands in one cluster slot, so a script may touch several):
 
-- ``{gw}:v1:b:<backend>``  hash: ``cd`` cooldown until, ``rec`` 1 after a cooldown until a request succeeds,
+- ``{gw}:v2:b:<backend>``  hash: ``cd`` cooldown until, ``rec`` 1 after a cooldown until a request succeeds,
   ``f`` consecutive failures, ``ej`` ejections, ``eju`` ejected until, ``g`` the single probe's hold until,
   ``gl`` the lease holding it, ``gk`` its kind (``h`` half-open breaker probe, ``c`` first try after a cooldown)
-- ``{gw}:v1:l:<backend>``  sorted set of leases (requests in flight), scored by expiry
-- ``{gw}:v1:a:<conversation>``  string: the backend the conversation's last turn went to, with a TTL
-- ``{gw}:v1:w:<backend>``  set (with the lease TTL) while some replica has requests waiting for the backend
-- ``{gw}:v1:events``  pub/sub channel: a backend's new state after a release that changed it or freed a slot
+- ``{gw}:v2:l:<backend>``  sorted set of leases (slots taken: requests in flight, and spare slots replicas keep
+  for their next request), scored by expiry
+- ``{gw}:v2:a:<conversation>``  string: the backend the conversation's last turn went to, with a TTL
+- ``{gw}:v2:w:<backend>``  set (with the lease TTL) while some replica has requests waiting for the backend
+- ``{gw}:v2:events``  pub/sub channel: a backend's new state after a release that changed it or freed a slot
   somebody waits for, so the other replicas' views follow (and their waiters try for the slot)
+- ``{gw}:v2:wants``  pub/sub channel: full backends a replica was refused a slot on (``<who> <backend>...``),
+  so that replicas keeping spare slots there give them back
 
 Times are the Redis server's own (``TIME``, milliseconds), never a replica's clock; scripts return durations
 ("cooling for 4.2 s"), which each replica adds to its own monotonic clock.
@@ -22,7 +25,7 @@ reading of a key changes.
 
 from __future__ import annotations
 
-VERSION = "v1"
+VERSION = "v2"  # v2: a lease may be a replica's spare slot; refusals announce the backends wanted
 
 # Shared by the scripts: the server's time in milliseconds, and one backend's state read into a table.
 _PRELUDE = """
@@ -62,28 +65,35 @@ end
 ACQUIRE = _PRELUDE + """
 -- KEYS: affinity key, then state hash, lease set and waiting flag of each candidate, in the caller's order of
 -- preference.
--- ARGV: lease id, lease ttl ms, affinity ttl ms, has affinity (0/1), n, then name, max (0: none), weight,
---       priority for each candidate.
+-- ARGV: lease id, lease ttl ms, affinity ttl ms, has affinity (0/1), n, channel for wants, who is asking, then
+--       for each candidate: name, max (0: none), weight, priority, and a spare lease of the caller's on it ('').
+-- A spare is a slot the caller holds already and no request of its uses: it counts as free for this call, and
+-- if that candidate is picked the new lease takes its place (the count stays the same).
 -- Takes the conversation's backend if it is eligible and no busier than the least busy eligible backend of
 -- the best priority (the load guard), else the first eligible one in the caller's order. Returns
 -- {index taken or 0, affinity outcome, the conversation's backend or '', snapshot of each candidate...}.
 local lease, ttl, aff_ttl, has_aff, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1',
   tonumber(ARGV[5])
-local states, eligible, gates = {}, {}, {}
+local function arg(i, field) return ARGV[7 + 5 * (i - 1) + field] end
+local states, eligible, gates, spares, loads, full = {}, {}, {}, {}, {}, {}
 local best_prio, best_load = nil, nil
 for i = 1, n do
   local s = read(KEYS[3 * i - 1], KEYS[3 * i])
   states[i] = s
-  local max, weight, prio = tonumber(ARGV[5 + 4 * i - 2]), tonumber(ARGV[5 + 4 * i - 1]), tonumber(ARGV[5 + 4 * i])
+  local max, weight, prio, spare = tonumber(arg(i, 2)), tonumber(arg(i, 3)), tonumber(arg(i, 4)), arg(i, 5)
+  -- (read() has dropped expired leases: a spare still in the set is alive)
+  spares[i] = spare ~= '' and redis.call('ZSCORE', KEYS[3 * i], spare) and spare
+  local taken = s.n
+  if spares[i] then taken = taken - 1 end
   local gate = gate_needed(s)
-  local ok = gate ~= false and (gate == '' or s.g <= now) and (max == 0 or s.n < max)
-  eligible[i], gates[i] = ok, gate
+  full[i] = max > 0 and taken >= max
+  local ok = gate ~= false and (gate == '' or s.g <= now) and not full[i]
+  eligible[i], gates[i], loads[i] = ok, gate, taken / weight
   if ok then
-    local load = s.n / weight
     if best_prio == nil or prio < best_prio then
-      best_prio, best_load = prio, load
-    elseif prio == best_prio and load < best_load then
-      best_load = load
+      best_prio, best_load = prio, loads[i]
+    elseif prio == best_prio and loads[i] < best_load then
+      best_load = loads[i]
     end
   end
 end
@@ -95,8 +105,7 @@ if has_aff then
   else
     outcome = 'moved'
     for i = 1, n do
-      if ARGV[5 + 4 * i - 3] == pinned and eligible[i] and tonumber(ARGV[5 + 4 * i]) == best_prio
-          and states[i].n / tonumber(ARGV[5 + 4 * i - 1]) <= best_load then
+      if arg(i, 1) == pinned and eligible[i] and tonumber(arg(i, 4)) == best_prio and loads[i] <= best_load then
         pick, outcome = i, 'hit'
       end
     end
@@ -109,20 +118,32 @@ if pick == 0 then
 end
 if pick > 0 then
   local s = states[pick]
+  if spares[pick] then
+    redis.call('ZREM', KEYS[3 * pick], spares[pick])
+  else
+    s.n = s.n + 1
+  end
   redis.call('ZADD', KEYS[3 * pick], now + ttl, lease)
   redis.call('PEXPIRE', KEYS[3 * pick], ttl * 2)
-  s.n = s.n + 1
   if gates[pick] ~= '' then
     redis.call('HSET', KEYS[3 * pick - 1], 'g', now + ttl, 'gl', lease, 'gk', gates[pick])
     s.g = now + ttl
   end
   if has_aff then
-    redis.call('SET', KEYS[1], ARGV[5 + 4 * pick - 3], 'PX', aff_ttl)
+    redis.call('SET', KEYS[1], arg(pick, 1), 'PX', aff_ttl)
   end
-end
-if pick == 0 then
-  -- Somebody will wait: releases of these backends are published until the waiters stop asking.
-  for i = 1, n do redis.call('SET', KEYS[3 * i + 1], '1', 'PX', ttl) end
+else
+  -- Somebody will wait: releases of these backends are published until the waiters stop asking. And the
+  -- full ones are wanted: replicas keeping spare slots there give them back (said again each half TTL while
+  -- the waiting goes on, not on every refusal).
+  local wanted = {}
+  for i = 1, n do
+    if full[i] and redis.call('PTTL', KEYS[3 * i + 1]) < ttl / 2 then table.insert(wanted, arg(i, 1)) end
+    redis.call('SET', KEYS[3 * i + 1], '1', 'PX', ttl)
+  end
+  if #wanted > 0 then
+    redis.call('PUBLISH', ARGV[6], ARGV[7] .. ' ' .. table.concat(wanted, ' '))
+  end
 end
 local out = {pick, outcome, pinned or ''}
 for i = 1, n do
@@ -183,15 +204,16 @@ return snap
 
 RENEW = _PRELUDE + """
 -- KEYS: state hash and lease set of each lease's backend.  ARGV: lease ttl ms, then one lease id per pair.
--- Extends the leases this replica still holds (and the probe, if one of them holds it). Returns how many of
--- them were still there: a lease that expired (Redis was away, or this replica stalled) is not taken back.
+-- Extends the leases this replica still holds (and the probe, if one of them holds it). Returns 1 for each
+-- lease still there, 0 for one that expired (Redis was away, or this replica stalled): it is not taken back.
 local ttl = tonumber(ARGV[1])
-local alive = 0
+local alive = {}
 for i = 2, #ARGV do
   local st, ls, lease = KEYS[2 * i - 3], KEYS[2 * i - 2], ARGV[i]
   local expiry = tonumber(redis.call('ZSCORE', ls, lease))
+  alive[i - 1] = 0
   if expiry and expiry > now then
-    alive = alive + 1
+    alive[i - 1] = 1
     redis.call('ZADD', ls, now + ttl, lease)
     redis.call('PEXPIRE', ls, ttl * 2)
     if redis.call('HGET', st, 'gl') == lease then

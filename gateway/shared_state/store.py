@@ -8,12 +8,12 @@ their answers into values.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.shared_state import scripts
 
@@ -77,6 +77,7 @@ class RedisStore:
         self._redis = redis
         self._prefix = f"{{{namespace}}}:{scripts.VERSION}:"
         self.channel = self._prefix + "events"
+        self.wants = self._prefix + "wants"
         # Called by SHA (EVALSHA); loaded by ``prepare`` and again whenever the server answers NOSCRIPT.
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._release = redis.register_script(scripts.RELEASE)
@@ -112,15 +113,22 @@ class RedisStore:
 
     async def acquire(
         self, candidates: Sequence[Candidate], lease: str, lease_ttl: float, *,
-        conversation: bytes | None = None, affinity_ttl: float = 3600.0,
+        conversation: bytes | None = None, affinity_ttl: float = 3600.0, spares: Mapping[str, str] | None = None,
+        origin: str = "",
     ) -> Acquired:
-        """Take a lease on the best eligible candidate (``candidates`` in order of preference) in one call."""
+        """Take a lease on the best eligible candidate (``candidates`` in order of preference) in one call.
+
+        ``spares``: backend → a lease the caller holds there unused; it counts as free, and the new lease takes
+        its place if that backend is taken. A refusal announces the full candidates on ``wants`` as ``origin``.
+        """
+        spares = spares or {}
         keys = [self.affinity_key(conversation) if conversation is not None else self._prefix + "a:-"]
-        args: list[Any] = [lease, _ms(lease_ttl), _ms(affinity_ttl), int(conversation is not None), len(candidates)]
+        args: list[Any] = [lease, _ms(lease_ttl), _ms(affinity_ttl), int(conversation is not None), len(candidates),
+                           self.wants, origin or "-"]
         for c in candidates:
             keys += (self.state_key(c.name), self.lease_key(c.name), self.waiting_key(c.name))
-            args += (c.name, c.max_concurrency or 0, c.weight, c.priority)
-        reply = await self._call(self._acquire, keys, args, lambda late: self._give_back(candidates, lease, late))
+            args += (c.name, c.max_concurrency or 0, c.weight, c.priority, spares.get(c.name, ""))
+        reply = await self._call(self._acquire, keys, args, lambda late: self._give_back(candidates, lease, spares, late))
         index, outcome, pinned = int(reply[0]), _text(reply[1]), _text(reply[2])
         snapshots = {
             c.name: BackendSnapshot.from_values(reply[3 + i * SNAPSHOT_SIZE: 3 + (i + 1) * SNAPSHOT_SIZE])
@@ -139,14 +147,16 @@ class RedisStore:
                 _ms(breaker.eject_max), backend, self.channel if publish else "", origin or "-"]
         return BackendSnapshot.from_values(await self._call(self._release, keys, args))
 
-    async def renew(self, leases: Sequence[tuple[str, str]], lease_ttl: float) -> int:
-        """Extend ``(backend, lease)`` pairs still held; returns how many were still alive."""
+    async def renew(self, leases: Sequence[tuple[str, str]], lease_ttl: float) -> list[bool]:
+        """Extend ``(backend, lease)`` pairs still held; whether each one still was (an expired one is not
+        taken back)."""
         if not leases:
-            return 0
+            return []
         keys: list[str] = []
         for backend, _ in leases:
             keys += (self.state_key(backend), self.lease_key(backend))
-        return int(await self._call(self._renew, keys, [_ms(lease_ttl), *(lease for _, lease in leases)]))
+        reply = await self._call(self._renew, keys, [_ms(lease_ttl), *(lease for _, lease in leases)])
+        return [int(alive) == 1 for alive in reply]
 
     async def snapshot(self, backends: Sequence[str]) -> dict[str, BackendSnapshot]:
         keys: list[str] = []
@@ -166,17 +176,23 @@ class RedisStore:
             return await asyncio.shield(future)
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            if not future.done():
-                future.add_done_callback(lambda done: _late(done, abandoned))
+        except asyncio.CancelledError:
+            # Given up on while the call runs, or just as its answer came in (then nobody would read it): either
+            # way ``abandoned`` gets the answer, so that a lease it took is not left to its TTL.
+            future.add_done_callback(lambda done: _late(done, abandoned))
+            raise
 
-    def _give_back(self, candidates: Sequence[Candidate], lease: str, reply: Any) -> None:
+    def _give_back(self, candidates: Sequence[Candidate], lease: str, spares: Mapping[str, str], reply: Any) -> None:
         """An acquire answered after its request stopped waiting: if it took a lease, free it now rather than
-        let it count as somebody's request until its TTL runs out."""
+        let it count as somebody's request until its TTL runs out; and the spares lent to it that it did not
+        replace, which the caller stopped keeping when it gave up."""
         index = int(reply[0])
-        if index:
-            backend = candidates[index - 1].name
-            args = [lease, "neutral", 0, 1, 0, 0, backend, "", "-"]
+        taken = candidates[index - 1].name if index else None
+        given_back = [(backend, spare) for backend, spare in spares.items() if backend != taken]
+        if taken is not None:
+            given_back.append((taken, lease))
+        for backend, freed in given_back:
+            args = [freed, "neutral", 0, 1, 0, 0, backend, "", "-"]
             future = self._batch.send(self._release, [self.state_key(backend), self.lease_key(backend),
                                                       self.waiting_key(backend)], args)
             future.add_done_callback(lambda done: _late(done, None))
@@ -238,6 +254,14 @@ class _Batch:
                 future.set_result(reply)
 
     async def _pipeline(self, batch: list[tuple[Any, list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        if len(batch) == 1:
+            # Alone, a call costs redis-py less without a pipeline around it (measured on the bench machine:
+            # 156 µs of CPU instead of 199, medians of 15 alternating rounds).
+            script, keys, args, _ = batch[0]
+            try:
+                return [await self._redis.evalsha(script.sha, len(keys), *keys, *args)]
+            except ResponseError as exc:  # the script's own error, or NOSCRIPT: an answer, as in a pipeline
+                return [exc]
         pipe = self._redis.pipeline(transaction=False)
         for script, keys, args, _ in batch:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -254,6 +278,12 @@ def parse_event(data: bytes | str) -> tuple[str, BackendSnapshot, str] | None:
         return parts[0], BackendSnapshot.from_values(parts[1:-1]), parts[-1]
     except ValueError:
         return None
+
+
+def parse_want(data: bytes | str) -> tuple[str, list[str]] | None:
+    """A refusal's announcement (``<origin> <backend>...``): who was refused, and the full backends it wanted."""
+    parts = (data.decode() if isinstance(data, bytes) else data).split(" ")
+    return (parts[0], parts[1:]) if len(parts) >= 2 else None
 
 
 def _text(value: bytes | str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from gateway.shared_state.shared import SLOW_FOR, SharedState
+from gateway.shared_state.shared import SLOW_FOR, Local, SharedState
 from gateway.shared_state.store import BreakerRule, Candidate, RedisStore
 from tests.gateway.redis_server import redis_server
 
@@ -47,10 +47,10 @@ async def test_a_throttle_seen_by_one_replica_reaches_the_others_view():
     with redis_server() as server:
         async with replica(server.url) as one, replica(server.url) as two:
             await asyncio.sleep(0.1)  # both subscribed
-            assert not two.needs_call(OPEN, None)  # a clean, uncapped backend: no call at all
+            assert two.decide_locally(OPEN, None) == Local(None)  # a clean, uncapped backend: no call at all
             one.release("b", None, "neutral", cooldown=5.0)
             await eventually(lambda: "b" in two.views and two.views["b"].cooling > 4)
-            assert two.needs_call(OPEN, None)
+            assert two.decide_locally(OPEN, None) is None
 
 
 async def test_a_held_lease_is_renewed_and_a_dead_replicas_lease_expires():
@@ -62,7 +62,8 @@ async def test_a_held_lease_is_renewed_and_a_dead_replicas_lease_expires():
                 await asyncio.sleep(1.0)  # longer than the TTL: renewal keeps it
                 _, refused = await other.acquire([CAPPED])
                 assert refused.backend is None
-                holder.held.clear()  # as if the holder died: nobody renews its lease any more
+                for _, lease in holder.leases.all():
+                    holder.leases.drop(lease)  # as if the holder died: nobody renews its lease any more
                 await asyncio.sleep(0.7)
                 _, taken = await other.acquire([CAPPED])
                 assert taken.backend == "a"

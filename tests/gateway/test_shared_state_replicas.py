@@ -160,6 +160,41 @@ async def test_one_slot_backends_never_serve_two_requests_at_once_and_everyone_i
     assert fakes[0].chat_count + fakes[1].chat_count == 24 and min(f.chat_count for f in fakes) >= 6
 
 
+async def test_spare_slots_keep_replicas_within_the_cap_through_quiet_spells_and_bursts(redis, tmp_path):
+    # 4 slots: a replica keeps a finished request's slot for its next one while at least 2 are free.
+    fakes = [FakeUpstream(name=name, latency=0.05) for name in ("a", "b")]
+    async with fakes[0].serve(), fakes[1].serve():
+        upstreams = [backend(f.name, f, max_concurrency=4) for f in fakes]
+        async with replicas(upstreams, redis, tmp_path) as gateways:
+            answered = 0
+            for _ in range(3):
+                for replica in gateways:  # one at a time: each replica ends up keeping spares
+                    await replica.chat(hi("alone"))
+                    await asyncio.sleep(THINK)
+                    answered += 1
+                burst = await asyncio.gather(*(g.chat(hi(f"burst {i}")) for i in range(6) for g in gateways))
+                answered += len(burst)
+    assert answered == 3 * (3 + 18)
+    assert max(f.max_in_flight for f in fakes) <= 4  # 18 at once for 8 slots, never over (each replica: up to 4)
+    assert fakes[0].chat_count + fakes[1].chat_count == answered
+
+
+async def test_a_slot_kept_spare_by_an_idle_replica_goes_at_once_to_one_that_waits(redis, tmp_path):
+    only = FakeUpstream(name="only", latency=1.0)
+    async with only.serve():  # (the gateways need its URL, known once it serves)
+        two_slots = [backend("only", only, max_concurrency=2)]
+        # Renewals every 2 s: a spare given back only when unused for that long would keep the waiter 2 s.
+        async with replicas(two_slots, redis, tmp_path, count=2, state_lease_ttl="6") as (keeper, other):
+            await keeper.chat(hi("leaves its slot spare"))
+            await asyncio.sleep(THINK)
+            both = await asyncio.gather(other.chat(hi("takes the free slot")), other.chat(hi("wants the spare")))
+    # Refused, the second announced the backend wanted, the keeper gave its spare back and the waiter got it
+    # while the first was still being answered: two at once. Without that it would have waited for the first
+    # one's slot (a second), or for the keeper's renewal to give the unused spare back (two).
+    assert [name for name, _ in both] == ["only", "only"]
+    assert only.max_in_flight == 2
+
+
 async def test_every_turn_of_a_conversation_lands_on_the_same_backend_whichever_replica_takes_it(redis, tmp_path):
     fakes = [FakeUpstream(name=name) for name in ("a", "b")]
     async with fakes[0].serve(), fakes[1].serve():
