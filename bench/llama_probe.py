@@ -15,12 +15,12 @@ binary `python` means llama-cpp-python's server (`python -m backends.llamacpp` p
 
 Every variant is started first, then they take turns, round after round, in alternating order (idle servers
 cost no CPU). A measurement is N completions at once (each split evenly over the variant's instances), each
-opening with its own nonce so no prompt is found in a cache, a ~250-token document (or, with `--prompt short`,
-a line), and `--tokens` generated tokens (/v1/completions with the end-of-text tokens banned by logit_bias, so
-every stream generates exactly that many, on both servers). Per variant and N: the aggregate generated
-tokens per second over the wall time, the median of the server's own prompt and decode speeds, and the
-servers' CPU time per generated token (from /proc: less sensitive to other work on the machine than the wall
-clock).
+opening with its own nonce so no prompt is found in a cache: a ~250-token document (`--prompt long`: three
+times that, as late in a chat; `--prompt short`: one line), and `--tokens` generated tokens
+(/v1/completions with the end-of-text tokens banned by logit_bias, so every stream generates exactly that
+many, on both servers). Per variant and N: the aggregate generated tokens per second over the wall time, the
+median of the server's own prompt and decode speeds, and the servers' CPU time per generated token (from
+/proc: less sensitive to other work on the machine than the wall clock).
 """
 
 from __future__ import annotations
@@ -88,15 +88,18 @@ def slots_of(extra: list[str], default: int) -> int:
     return default
 
 
+# Copies of the document in the prompt.
+PROMPTS = {"short": 0, "document": 1, "long": 3}
 # SmolLM2's <|endoftext|>, <|im_start|>, <|im_end|>: banned, so that every answer is exactly max_tokens long.
 NO_END = {"0": -100, "1": -100, "2": -100}
 
 
 async def one_completion(session: aiohttp.ClientSession, server: Server, tokens: int,
-                         short: bool) -> dict[str, float]:
+                         copies: int) -> dict[str, float]:
     opening = f"Session {uuid.uuid4().hex}."
-    prompt = (f"{opening} Write a long story about a lighthouse keeper.\n" if short else
-              f"{opening} Here is a document.\n\n{DOCUMENT}\n\nQuestion: who was Elias Marr and what did he "
+    document = DOCUMENT * copies
+    prompt = (f"{opening} Write a long story about a lighthouse keeper.\n" if not copies else
+              f"{opening} Here is a document.\n\n{document}\n\nQuestion: who was Elias Marr and what did he "
               "record?\nAnswer:")
     body = {"model": "probe", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "logit_bias": NO_END}
     async with session.post(f"{server.base_url}/v1/completions", json=body) as response:
@@ -107,11 +110,11 @@ async def one_completion(session: aiohttp.ClientSession, server: Server, tokens:
 
 
 async def measure(variant: Variant, streams: int, tokens: int, session: aiohttp.ClientSession,
-                  short: bool = False) -> Sample:
+                  copies: int = 1) -> Sample:
     targets = [variant.servers[i % len(variant.servers)] for i in range(streams)]
     cpu_before = sum(s.cpu_seconds() for s in variant.servers)
     started = time.perf_counter()
-    results = await asyncio.gather(*(one_completion(session, s, tokens, short) for s in targets))
+    results = await asyncio.gather(*(one_completion(session, s, tokens, copies) for s in targets))
     wall = time.perf_counter() - started
     cpu = sum(s.cpu_seconds() for s in variant.servers) - cpu_before
     return Sample(wall=wall, generated=int(sum(r["completion_tokens"] for r in results)), cpu_seconds=cpu,
@@ -187,7 +190,7 @@ async def run(args: argparse.Namespace, variants: list[Variant], log_dir: Path) 
             order = variants if number % 2 else list(reversed(variants))
             for n in streams:
                 for v in order:
-                    sample = await measure(v, n, args.tokens, session, args.prompt == "short")
+                    sample = await measure(v, n, args.tokens, session, PROMPTS[args.prompt])
                     v.samples.setdefault(n, []).append(sample)
                     rate, cpu_ms = sample.generated / sample.wall, 1000 * sample.cpu_seconds / sample.generated
                     print(f"    round {number}: {v.name} n={n}: {rate:.1f} tokens/s, {cpu_ms:.1f} CPU ms/token",
@@ -208,8 +211,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4],
                         help="comma-separated stream counts (default: 1,4)")
     parser.add_argument("--tokens", type=int, default=128, help="generated per stream (default: %(default)s)")
-    parser.add_argument("--prompt", choices=("document", "short"), default="document",
-                        help="a ~250-token document, or one line: mostly decoding (default: %(default)s)")
+    parser.add_argument("--prompt", choices=PROMPTS, default="document",
+                        help="a ~250-token document, three times that (as late in a chat), or one line: "
+                        "mostly decoding (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="(default: %(default)s)")
     parser.add_argument("--budget", type=float, default=480,
                         help="seconds after which no round starts (default: %(default)s)")
