@@ -18,7 +18,7 @@ alternating order; the run is bounded (`--budget`): no round starts after it. Pr
 to bench/results/llamacpp.md.
 
     python -m bench.llamacpp [--chats 8] [--turns 5] [--rounds 2] [--parallel 4] [--max-tokens 128]
-                             [--budget 1200]
+                             [--budget 1200] [--only affinity,round-robin,python] [--model FILE.gguf]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import aiohttp
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from backends.llamacpp.model import DEFAULT_MODEL_FILE
 from bench.processes import HOST, Server, ServerFailed, Servers, free_port
 from scripts import services
 from scripts.services import MODEL, Service
@@ -72,8 +73,12 @@ QUESTIONS = (
 )
 
 
+SETUPS = ("affinity", "round-robin", "python")
+
+
 @dataclass
 class Setup:
+    key: str  # one of SETUPS
     name: str
     backends: str  # "2 × 4 slots"
     gateway: Service
@@ -84,7 +89,12 @@ class Setup:
     cached_tokens: float = 0.0
     prompt_tokens: float = 0.0
     reports_cache: bool = False
-
+    backend_names: tuple[str, ...] = ()
+    # CPU time of its backends and of its gateway during its rounds (from /proc): what a completion token
+    # costs, less sensitive to other work on the machine than tokens per wall-clock second.
+    backend_cpu: float = 0.0
+    gateway_cpu: float = 0.0
+    processes: dict[str, Server] = field(default_factory=dict)  # by name, its backends' and its gateway
     @property
     def url(self) -> str:
         return f"{self.gateway.base_url}/v1"
@@ -96,6 +106,13 @@ class Setup:
     def median_ttft(self, first_turn: int = 1) -> float | None:
         values = [t for turn, ts in self.ttft.items() if turn >= first_turn for t in ts]
         return statistics.median(values) if values else None
+
+    def cpu_ms_per_token(self, seconds: float) -> float | None:
+        return 1000 * seconds / self.completion_tokens if self.completion_tokens else None
+
+    def cpu_now(self) -> tuple[float, float]:
+        backends = sum(self.processes[name].cpu_seconds() for name in self.backend_names)
+        return backends, self.processes[self.gateway.name].cpu_seconds()
 
     @property
     def prompt_reuse(self) -> float | None:
@@ -153,6 +170,7 @@ async def run_round(setup: Setup, args: argparse.Namespace, session: aiohttp.Cli
                     record: bool = True) -> None:
     rng = random.Random(seed)  # the same think times for every setup in a round
     cached_before, prompt_before, _ = await cache_counters(session, setup)
+    backend_cpu_before, gateway_cpu_before = setup.cpu_now()
     client = AsyncOpenAI(base_url=setup.url, api_key="bench", max_retries=0, timeout=args.round_timeout)
     async with client:
         started = time.perf_counter()
@@ -161,6 +179,9 @@ async def run_round(setup: Setup, args: argparse.Namespace, session: aiohttp.Cli
                                    for _ in range(args.chats)))
         wall = time.perf_counter() - started
     if record:
+        backend_cpu, gateway_cpu = setup.cpu_now()
+        setup.backend_cpu += backend_cpu - backend_cpu_before
+        setup.gateway_cpu += gateway_cpu - gateway_cpu_before
         cached, prompt, reports = await cache_counters(session, setup)
         setup.wall_seconds += wall
         setup.cached_tokens += cached - cached_before
@@ -178,26 +199,33 @@ def as_server(service: Service, log_dir: Path) -> Server:
 
 def plan(args: argparse.Namespace) -> tuple[list[Service], list[Setup]]:
     servers = [services.llama_server(f"server-{i}", host=HOST, port=free_port(), threads=1,
-                                     parallel=args.parallel) for i in (1, 2)]
-    python = [services.llama_backend(f"python-{i}", host=HOST, port=free_port(), threads=1) for i in (1, 2)]
+                                     parallel=args.parallel, model=args.model) for i in (1, 2)]
+    python = [services.llama_backend(f"python-{i}", host=HOST, port=free_port(), threads=1, model=args.model)
+              for i in (1, 2)]
     affinity = services.gateway(host=HOST, port=free_port(), backends=servers)
     round_robin = services.gateway(host=HOST, port=free_port(), backends=servers)
     round_robin = replace(round_robin, env={**round_robin.env, "GATEWAY_AFFINITY": "off",
                                             "GATEWAY_ROUTING": "round_robin"})
     plain = services.gateway(host=HOST, port=free_port(), backends=python)
-    setups = [
-        Setup("llama-server, affinity", f"2 × {args.parallel} slots",
-              replace(affinity, name="gateway-affinity")),
-        Setup("llama-server, round robin", f"2 × {args.parallel} slots",
-              replace(round_robin, name="gateway-rr")),
-        Setup("llama-cpp-python", "2 × 1 slot", replace(plain, name="gateway-python")),
-    ]
+    server_names = tuple(s.name for s in servers)
+    every = {
+        "affinity": Setup("affinity", "llama-server, affinity", f"2 × {args.parallel} slots",
+                          replace(affinity, name="gateway-affinity"), backend_names=server_names),
+        "round-robin": Setup("round-robin", "llama-server, round robin", f"2 × {args.parallel} slots",
+                             replace(round_robin, name="gateway-rr"), backend_names=server_names),
+        "python": Setup("python", "llama-cpp-python", "2 × 1 slot", replace(plain, name="gateway-python"),
+                        backend_names=tuple(s.name for s in python)),
+    }
+    setups = [every[key] for key in args.only]
     # The same for all: no request line per request, and no refusal of a request that waits long for a slot
     # (the one-slot backends queue 8 chats' turns: what that costs shows in the TTFT, not as 429s).
     common = {"GATEWAY_LOG_LEVEL": "warning", "GATEWAY_QUEUE_TIMEOUT": str(args.round_timeout)}
     for setup in setups:
         setup.gateway = replace(setup.gateway, env={**setup.gateway.env, **common})
-    return [*servers, *python], setups
+    # Only the backends some setup uses are started (idle ones would cost memory and start-up time).
+    used = [*(servers if {"affinity", "round-robin"} & set(args.only) else []),
+            *(python if "python" in args.only else [])]
+    return used, setups
 
 
 async def run(args: argparse.Namespace, log_dir: Path) -> list[Setup]:
@@ -206,9 +234,12 @@ async def run(args: argparse.Namespace, log_dir: Path) -> list[Setup]:
     async with Servers() as servers, aiohttp.ClientSession() as session:
         for stage in (backends, [s.gateway for s in setups]):
             print("==> starting " + ", ".join(s.name for s in stage), flush=True)
-            failures = await servers.start([as_server(s, log_dir) for s in stage], session)
+            launched = {s.name: as_server(s, log_dir) for s in stage}
+            failures = await servers.start(list(launched.values()), session)
             if failures:
                 raise ServerFailed("\n".join(str(f) for f in failures.values()))
+            for setup in setups:
+                setup.processes.update(launched)
         print("==> warming up", flush=True)
         warm = argparse.Namespace(**{**vars(args), "chats": 2, "turns": 1, "max_tokens": 4})
         for setup in setups:
@@ -256,25 +287,34 @@ def _ms(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
+def _cpu(ms: float | None) -> str:
+    return "—" if ms is None else f"{ms:.1f}"
+
+
 def report(setups: list[Setup], args: argparse.Namespace, cpu_scaling: list[float]) -> str:
-    server, round_robin, python = setups
+    by_key = {s.key: s for s in setups}
+    server, round_robin, python = (by_key.get(key) for key in SETUPS)
     rows = [
         ("| setup | backends | completion tokens/s | median TTFT | median TTFT, turn ≥ 3 "
-        "| prompt tokens reused | failed turns |"),
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| prompt tokens reused | backend CPU ms/token | gateway CPU ms/token | failed turns |"),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in setups:
         reuse = "—" if s.prompt_reuse is None else f"{s.prompt_reuse:.0%}"
         rows.append(f"| {s.name} | {s.backends} | {s.tokens_per_second:.1f} | {_ms(s.median_ttft())} "
-                    f"| {_ms(s.median_ttft(3))} | {reuse} | {s.failures} |")
+                    f"| {_ms(s.median_ttft(3))} | {reuse} | {_cpu(s.cpu_ms_per_token(s.backend_cpu))} "
+                    f"| {_cpu(s.cpu_ms_per_token(s.gateway_cpu))} | {s.failures} |")
+    only = "" if args.only == list(SETUPS) else f" --only {','.join(args.only)}"
+    model = "" if args.model is None else f" --model {args.model}"
+    model_file = (args.model or Path(DEFAULT_MODEL_FILE)).name
     lines = [
         "# llama.cpp backends: llama-server vs llama-cpp-python, and affinity on llama-server",
         "",
         (f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC with `python -m bench.llamacpp "
         f"--chats {args.chats} --turns {args.turns} --rounds {args.rounds} --parallel {args.parallel} "
-        f"--max-tokens {args.max_tokens}`."),
+        f"--max-tokens {args.max_tokens}{only}{model}`."),
         "",
-        (f"Machine: {os.cpu_count()} cores ({cpu_model()}); model {MODEL} (Q4_1 GGUF); one thread per "
+        (f"Machine: {os.cpu_count()} cores ({cpu_model()}); model {model_file}; one thread per "
         f"backend; the client and the gateways share the cores. {args.chats} concurrent chats × {args.turns} "
         f"turns per round, streamed, max_tokens {args.max_tokens}, think time up to {args.think:g} s; rounds "
         f"counted: {args.rounds_done} (of {args.rounds}, budget {args.budget:g} s)."),
@@ -282,15 +322,22 @@ def report(setups: list[Setup], args: argparse.Namespace, cpu_scaling: list[floa
         *rows,
         "",
     ]
-    if server.tokens_per_second and python.tokens_per_second:
+    if server and python and server.tokens_per_second and python.tokens_per_second:
         speedup = server.tokens_per_second / python.tokens_per_second
         ttft_s, ttft_p = server.median_ttft(), python.median_ttft()
         target = speedup >= 2 and ttft_s is not None and ttft_p is not None and ttft_s <= ttft_p
         lines.append(f"- llama-server vs llama-cpp-python (both with affinity): **{speedup:.2f}×** the "
                      f"tokens/s, median TTFT {_ms(ttft_s)} vs {_ms(ttft_p)} — "
                      f"{'meets' if target else 'MISSES'} the target (≥ 2× at ≥ equal TTFT).")
-    later_a, later_rr = server.median_ttft(3), round_robin.median_ttft(3)
-    if later_a and later_rr:
+        cpu_s = server.cpu_ms_per_token(server.backend_cpu)
+        cpu_p = python.cpu_ms_per_token(python.backend_cpu)
+        if cpu_s and cpu_p:
+            lines.append(f"- Backend CPU time per completion token: {cpu_s:.1f} ms vs {cpu_p:.1f} ms "
+                         f"(**{cpu_p / cpu_s:.2f}×**): the tokens/s ratio the backends' own work allows when "
+                         "both keep the cores busy, whatever else the machine runs.")
+    later_a = server.median_ttft(3) if server else None
+    later_rr = round_robin.median_ttft(3) if round_robin else None
+    if server and round_robin and later_a and later_rr:
         lines.append(f"- Affinity on llama-server, turn ≥ 3: median TTFT {_ms(later_a)} vs {_ms(later_rr)} "
                      f"with round robin (**{later_rr / later_a:.1f}×** lower); prompt tokens reused "
                      f"{server.prompt_reuse or 0:.0%} vs {round_robin.prompt_reuse or 0:.0%}.")
@@ -314,8 +361,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds after which no new round starts (default: %(default)s)")
     parser.add_argument("--round-timeout", type=float, default=600,
                         help="seconds per round (default: %(default)s)")
+    parser.add_argument("--only", type=lambda s: s.split(","), default=list(SETUPS),
+                        help=f"setups to run, in this order in odd rounds: {','.join(SETUPS)} (default: all)")
+    parser.add_argument("--model", type=Path,
+                        help="GGUF file for every backend (default: the embedded SmolLM2)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="markdown report (default: %(default)s)")
     args = parser.parse_args(argv)
+    unknown = [key for key in args.only if key not in SETUPS]
+    if unknown or not args.only or len(set(args.only)) != len(args.only):
+        parser.error(f"--only takes distinct names from {','.join(SETUPS)}")
     for name in ("chats", "turns", "rounds", "parallel", "max_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

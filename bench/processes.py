@@ -112,6 +112,10 @@ class Server:
         """The server and every process it started (workers)."""
         return session_pids(self.pid)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server and its workers have used so far, summed."""
+        return sum(_cpu_of(pid) for pid in self.pids())
+
     def rss_bytes(self) -> int:
         """Resident memory of the server and its workers, summed (pages they share are counted in each)."""
         return sum(_rss_of(pid) for pid in self.pids())
@@ -132,6 +136,18 @@ def session_pids(session_id: int) -> list[int]:
         if int(fields[3]) == session_id:
             pids.append(int(entry.name))
     return pids
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0  # it ended while we looked
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
 def _rss_of(pid: int) -> int:

@@ -12,6 +12,15 @@
 # else plain x86-64. The key of the build directory is a hash of the version and every flag, so a
 # build made with other flags is never reused, and pip's wheel cache is never asked (--no-cache-dir).
 #
+# Not CPU-dispatched kernels (GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS: every x86 variant built, the best for
+# this CPU loaded at run time), measured against this build (bench/results/llamacpp-throughput.md): on the CI's
+# AMD EPYC (AVX2, no AVX-512) it loads its "haswell" variant, compiled with exactly this build's flags, and runs
+# at the same speed (same-run A/B, within ±5% either way), for 1.65× the compile CPU time (459 steps instead of
+# 212) and twice the binaries (37 MB). It would also need more to be safe: llama-cpp-python would not find the
+# variants (ggml looks beside the executable, i.e. Python's bin/, and in the working directory), and on the
+# Xeons where an AVX-512/AMX build crashed it would choose exactly that code. Faster kernels on AVX-512 CPUs are
+# what it could buy; none was at hand to measure that.
+#
 # The build lives in the user's cache (LLAMA_CPP_CACHE, default ~/.cache/llm-gateway/llama.cpp), keyed as
 # above, so a fresh clone on the same machine (CI) reuses it instead of compiling again.
 #
@@ -56,7 +65,7 @@ if [ ! -f "$out/.complete" ]; then
            --dest "$root/src" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
     tar -xzf "$root/src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$root/src"
   fi
-  step "compiling llama.cpp ($level, portable; first time ~8 min on $(nproc) cores)"
+  step "compiling llama.cpp ($level, portable; once: about 24 CPU-minutes, 10-12 min on 2 free cores)"
   build=$root/build-$key
   generator=()
   command -v ninja >/dev/null && generator=(-G Ninja)

@@ -47,12 +47,16 @@ class Service:
         return Child(self.name, self.argv, console, env=self.env)
 
 
-def llama_backend(name: str, *, host: str, port: int, threads: int) -> Service:
+def _model_args(model: Path | None) -> list[str]:
+    return [] if model is None else ["--model", str(model)]
+
+
+def llama_backend(name: str, *, host: str, port: int, threads: int, model: Path | None = None) -> Service:
     """llama-cpp-python's server: one request at a time (max_concurrency 1 in the gateway)."""
     return Service(
         name=name,
         argv=[sys.executable, "-m", "backends.llamacpp", "--host", host, "--port", str(port),
-              "--threads", str(threads)],
+              "--threads", str(threads), *_model_args(model)],
         host=host,
         port=port,
         ready_path="/v1/models",
@@ -62,12 +66,13 @@ def llama_backend(name: str, *, host: str, port: int, threads: int) -> Service:
     )
 
 
-def llama_server(name: str, *, host: str, port: int, threads: int, parallel: int = DEFAULT_PARALLEL) -> Service:
+def llama_server(name: str, *, host: str, port: int, threads: int, parallel: int = DEFAULT_PARALLEL,
+                 model: Path | None = None) -> Service:
     """llama.cpp's own server: `parallel` slots; the gateway reads its capacity from /props."""
     return Service(
         name=name,
         argv=[sys.executable, "-m", "backends.llamacpp.llama_server", "--host", host, "--port", str(port),
-              "--threads", str(threads), "--parallel", str(parallel)],
+              "--threads", str(threads), "--parallel", str(parallel), *_model_args(model)],
         host=host,
         port=port,
         ready_path="/health",  # 503 while it loads the model, 200 once it serves

@@ -67,3 +67,46 @@ async def test_responses_bench_runs_in_its_smallest_configuration() -> None:
     text = await run(requests=2, tokens=4, warmup=0)
     assert "| whole: gateway, translated |" in text and "| stream: gateway, native |" in text
     assert text.count("translation adds") == 2
+
+
+def test_llamacpp_report_covers_the_chosen_setups_with_cpu_per_token() -> None:
+    from bench.llamacpp import Setup, parse_args, report
+    from scripts.services import Service
+
+    args = parse_args(["--only", "python,affinity", "--rounds", "1"])
+    args.rounds_done = 1
+    gateway = Service(name="gw", argv=[], host="127.0.0.1", port=1, ready_path="/", timeout=1)
+    python = Setup("python", "llama-cpp-python", "2 × 1 slot", gateway, completion_tokens=100, wall_seconds=10,
+                   backend_cpu=4.0, gateway_cpu=0.03, ttft={1: [8.0]})
+    server = Setup("affinity", "llama-server, affinity", "2 × 4 slots", gateway, completion_tokens=100,
+                   wall_seconds=5, backend_cpu=2.5, gateway_cpu=0.02, ttft={1: [0.5]})
+    text = report([python, server], args, [2.0, 2.0])
+    rows = [line for line in text.splitlines() if line.startswith("| llama")]
+    assert rows == [
+        "| llama-cpp-python | 2 × 1 slot | 10.0 | 8000 ms | — | — | 40.0 | 0.3 | 0 |",
+        "| llama-server, affinity | 2 × 4 slots | 20.0 | 500 ms | — | — | 25.0 | 0.2 | 0 |",
+    ]
+    assert "--only python,affinity" in text and "**2.00×** the tokens/s" in text and "meets the target" in text
+    assert "25.0 ms vs 40.0 ms (**1.60×**)" in text and "round robin" not in text
+
+
+def test_llamacpp_bench_refuses_unknown_or_repeated_setups() -> None:
+    from bench.llamacpp import parse_args
+
+    for only in ("python,bogus", "python,python", ""):
+        with pytest.raises(SystemExit):
+            parse_args(["--only", only])
+
+
+@pytest.mark.timeout(120)
+def test_llama_probe_measures_llama_server_and_llama_cpp_python(tmp_path: Path) -> None:
+    output = tmp_path / "probe.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.llama_probe", "--streams", "1", "--rounds", "1", "--tokens", "3",
+         "--prompt", "short", "--variant", "two*2=-t 1 -np 1", "--variant", "py@python=--threads 1",
+         "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line.split(" | ")[:2] for line in output.read_text().splitlines() if line.startswith(("| two", "| py"))]
+    assert rows == [["| two", "1"], ["| py", "1"]]
