@@ -6,41 +6,21 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
 from gateway.shared_state.shared import SLOW_FOR, Local, SharedState
-from gateway.shared_state.store import BreakerRule, Candidate, RedisStore
+from gateway.shared_state.store import Candidate, RedisStore
 from tests.gateway.redis_server import redis_server
+from tests.gateway.shared_state_replica import RULE, eventually, shared_replica
 
-RULE = BreakerRule(eject_after_failures=3, eject_base=5.0, eject_max=60.0)
 CAPPED = Candidate("a", max_concurrency=1, weight=1, priority=0)
 OPEN = Candidate("b", max_concurrency=None, weight=1, priority=0)
 
 
-@contextlib.asynccontextmanager
-async def replica(url: str, **options: object) -> AsyncIterator[SharedState]:
-    redis = Redis.from_url(url, socket_connect_timeout=0.5, retry=None)
-    shared = SharedState(RedisStore(redis), ["a", "b"], breaker=RULE, **options)  # type: ignore[arg-type]
-    await shared.start()  # as the app does: scripts loaded and connections open before the first request
-    task = asyncio.create_task(shared.run())
-    try:
-        yield shared
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await shared.drain()
-        await redis.aclose()
-
-
-async def eventually(condition, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+def replica(url: str, **options: object) -> contextlib.AbstractAsyncContextManager[SharedState]:
+    return shared_replica(url, ["a", "b"], **options)
 
 
 async def test_a_throttle_seen_by_one_replica_reaches_the_others_view():
