@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
 from gateway.logs import bound_logger, event_writer, milliseconds
 from gateway.metrics import GatewayMetrics
 from gateway.outcome import Verdict
@@ -61,15 +63,16 @@ class Accounting:
         self._log = bound_logger()
         self._write_request_line = event_writer("request")
 
-    def began(self, record: RequestRecord, method: str, headers: Any) -> None:
+    def began(self, record: RequestRecord, request: web.Request) -> None:
         """A client request came in (its span continues the caller's traceparent)."""
         if self._telemetry is not None:
-            record.span = self._telemetry.request_started(method, record.path, headers, record.started)
+            record.span = self._telemetry.request_started(request.method, record.path, request.headers,
+                                                          record.started)
 
     def answered(self, record: RequestRecord, backend: BackendConfig, sent: float, status: int) -> None:
         """An attempt succeeded: count the tokens its backend reported (0, 0 when it reported none)."""
         usage = record.usage
-        series = self._series[backend.name]
+        series = self._series[record.backend or backend.name]  # (its name, without reading the pydantic model)
         if usage is None:
             series.answered(0, 0)
         else:

@@ -25,7 +25,7 @@ that fixes its stream shows up there; ``"apis": [..., "responses"]`` sends Respo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from gateway.errors import GatewayError, ModelNotFound
 from gateway.settings import AZURE_DEFAULT_API_VERSION, Api, BackendConfig, BackendKind
@@ -68,20 +68,39 @@ class Translation(Protocol):
     def stream(self) -> StreamTranslation: ...
 
 
-@dataclass(slots=True)
-class Outbound:
+class Outbound(Protocol):
     """What one attempt sends: to which API of the backend, which bytes, and how the answer comes back."""
+
+    @property
+    def api(self) -> Api: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def translation(self) -> Translation | None:
+        """None: the answer is relayed as it is."""
+        ...
+
+
+@dataclass(slots=True)
+class Rewritten:
+    """An ``Outbound`` made for one backend: another API, other bytes, or a translation of the answer."""
 
     api: Api
     body: bytes
-    translation: Translation | None = None  # None: the answer is relayed as it is
+    translation: Translation | None = None
 
 
 class PassThrough:
-    """The ``Proxied`` methods of a request relayed as it is, to backends that serve its ``api``."""
+    """The ``Proxied`` methods of a request relayed as it is, to backends that serve its ``api``: it is its own
+    ``Outbound`` everywhere (no copy made per attempt)."""
 
+    # Each subclass is a slotted dataclass whose ``api`` and ``translation`` are fields it sets itself: read on
+    # every request, a slot is a fast attribute (a class attribute read through an instance is not).
     __slots__ = ()
-    api: ClassVar[Api]
+    api: Api
+    translation: None
     body: bytes
     model: str | None
 
@@ -93,4 +112,4 @@ class PassThrough:
         return ModelNotFound(f"No backend{model} serves the {self.api} API.")
 
     def for_backend(self, backend: BackendConfig) -> Outbound:
-        return Outbound(self.api, self.body)
+        return self

@@ -136,9 +136,9 @@ class BackendState:
 
     # -- recording -------------------------------------------------------------------------------------
 
-    def start_request(self, now: float) -> None:
+    def start_request(self) -> None:
         self.in_flight += 1
-        if self.recovering or self.circuit_open():
+        if self.recovering or (self.ejections and self.consecutive_failures):  # circuit_open(), without the call
             # Half-open: this request is the probe; nobody else gets through until it is decided.
             self.probe_in_flight = True
 

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 from gateway.backend_state import BackendCondition, BackendState, BreakerPolicy
 from gateway.errors import AllBackendsThrottled, ModelNotFound, NoBackendAvailable
-from gateway.outcome import Verdict
+from gateway.outcome import SUCCEEDED, Verdict
 from gateway.policies import policy_for
-from gateway.settings import BackendConfig, RoutingStrategy
+from gateway.settings import Api, BackendConfig, RoutingStrategy
 from gateway.wait_queue import WaitQueue, hand_over
 
 Refusal = AllBackendsThrottled | NoBackendAvailable | ModelNotFound
@@ -58,7 +58,10 @@ class Lease:
             return None
         self._released = True
         state = self.backend
-        if verdict is None:
+        if verdict is SUCCEEDED:
+            state.record_success()  # the usual case, settled without the verdict's arithmetic or the clock
+            ejected = None
+        elif verdict is None:
             state.abandon()
             ejected = None
         else:
@@ -91,17 +94,21 @@ class Balancer:
         )
         self._policy = policy_for(routing, self.states)
         self._restricted_models = any(s.config.models is not None for s in self.states)
+        # Worked out once: on every request's path, a per-backend check would show.
+        self._by_api = {api: [s for s in self.states if api in s.config.served_apis] for api in Api}
+        self._tiered = len({s.priority for s in self.states}) > 1  # else every eligible backend is one tier
 
     # -- the one call --------------------------------------------------------------------------------
 
-    def candidates(self, model: str | None) -> Sequence[BackendState]:
-        """The backends serving ``model``; ModelNotFound (404) if there are none."""
+    def candidates(self, model: str | None, api: Api | None = None) -> Sequence[BackendState]:
+        """The backends serving ``model`` (ModelNotFound, 404, if none does), and ``api`` natively when given
+        (possibly none: the caller says what that means for its request)."""
+        states = self.states if api is None else self._by_api[api]
         if not self._restricted_models:
-            return self.states
-        serving = [s for s in self.states if s.config.serves(model)]
-        if not serving:
+            return states
+        if not _serving_model(self.states, model):
             raise ModelNotFound(f"The model {model!r} does not exist or no backend serves it.")
-        return serving
+        return _serving_model(states, model)
 
     async def acquire(
         self,
@@ -124,7 +131,7 @@ class Balancer:
             state = self._choose(candidates, tried, skipped, preferred)
             if state is not None and (preferred is None or state.name == preferred):
                 # Decided without queueing: a backend is free (the conversation's own, if it has one).
-                state.start_request(self.now())
+                state.start_request()
                 return Lease(self, state, skipped or None, None if preferred is None else "hit")
             waited: BackendState | bool
             pinned = self._worth_waiting_for(preferred, candidates) if preferred is not None else None
@@ -132,10 +139,10 @@ class Balancer:
                 # Its conversation's cache is there and the others are no less busy: queue for it.
                 waited = await self.queue.wait(deadline, frozenset((pinned.name,)), pinned.name)
             elif state is not None:
-                state.start_request(self.now())
+                state.start_request()
                 waited = state
             else:
-                untried = [c for c in candidates if c.name not in tried]
+                untried = not_yet_tried(candidates, tried)
                 refusal = self._refusal(untried)
                 if refusal is not None:
                     raise refusal
@@ -161,28 +168,28 @@ class Balancer:
     ) -> BackendState | None:
         """The backend for the next attempt, or None when no untried candidate is eligible right now."""
         now = self.now()
-        best_priority = None
         tier: list[BackendState] = []
         for state in candidates:
             if state.name in tried:
                 continue
-            if not state.available(now):
-                skipped[state.name] = state.skip_reason(now) or "busy"
-                continue
-            priority = state.priority
-            if best_priority is None or priority < best_priority:
-                best_priority, tier = priority, [state]
-            elif priority == best_priority:
+            if state.available(now):
                 tier.append(state)
+            else:
+                skipped[state.name] = state.skip_reason(now) or "busy"
         if not tier:
             return None
+        if self._tiered and len(tier) > 1:
+            tier = _best_priority(tier)
         if len(tier) == 1:
             return tier[0]
         if preferred is not None:
             for state in tier:
-                if state.name == preferred and self.load(state) <= min(self.load(s) for s in tier):
+                if state.name == preferred and self.load(state) <= self._least_load(tier):
                     return state
         return self._policy.select(tier, self.load)
+
+    def _least_load(self, states: Iterable[BackendState]) -> float:
+        return min(self.load(s) for s in states)
 
     def load(self, state: BackendState) -> float:
         """Outstanding work per unit of weight: requests in flight plus those queued for this backend only, plus
@@ -248,7 +255,7 @@ class Balancer:
             return
         waiter = self.queue.next_for(state.name)
         if waiter is not None:
-            state.start_request(self.now())
+            state.start_request()
             hand_over(waiter, state)
 
     def wake_all(self) -> None:
@@ -258,3 +265,20 @@ class Balancer:
     @property
     def queued(self) -> int:
         return len(self.queue)
+
+
+# Comprehensions apart from the methods on every request's path: a comprehension that reads a local of its
+# function makes that local a cell, created on every call of the function, whether the comprehension runs or not.
+
+
+def not_yet_tried(candidates: Sequence[BackendState], tried: Sequence[str]) -> list[BackendState]:
+    return [c for c in candidates if c.name not in tried]
+
+
+def _serving_model(states: Sequence[BackendState], model: str | None) -> list[BackendState]:
+    return [s for s in states if s.config.serves(model)]
+
+
+def _best_priority(tier: list[BackendState]) -> list[BackendState]:
+    best = min(state.priority for state in tier)
+    return [state for state in tier if state.priority == best]

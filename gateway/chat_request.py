@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.affinity import conversation_key
 from gateway.apis import PassThrough
@@ -16,7 +16,8 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is several times slower
 class ChatRequest(PassThrough):
-    api: ClassVar[Api] = Api.CHAT
+    api: Api = field(default=Api.CHAT, init=False, repr=False)
+    translation: None = field(default=None, init=False, repr=False)
     body: bytes  # what goes upstream: the client's bytes, untouched unless a field had to be added
     model: str | None
     stream: bool

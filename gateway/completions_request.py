@@ -3,8 +3,7 @@ that serves completions; streamed or not like chat."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
 
 from gateway.apis import PassThrough
 from gateway.embeddings_request import valid_input
@@ -15,7 +14,8 @@ from gateway.settings import Api
 
 @dataclass(slots=True)
 class CompletionsRequest(PassThrough):
-    api: ClassVar[Api] = Api.COMPLETIONS
+    api: Api = field(default=Api.COMPLETIONS, init=False, repr=False)
+    translation: None = field(default=None, init=False, repr=False)
     body: bytes
     model: str | None
     stream: bool

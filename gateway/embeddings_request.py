@@ -3,8 +3,7 @@ forwarded as the original bytes to a backend that serves embeddings."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
 
 from gateway.apis import PassThrough
 from gateway.errors import BadRequest
@@ -14,7 +13,8 @@ from gateway.settings import Api
 
 @dataclass(slots=True)
 class EmbeddingsRequest(PassThrough):
-    api: ClassVar[Api] = Api.EMBEDDINGS
+    api: Api = field(default=Api.EMBEDDINGS, init=False, repr=False)
+    translation: None = field(default=None, init=False, repr=False)
     body: bytes
     model: str | None
     stream: bool = False

@@ -11,6 +11,7 @@ keeps only its own bookkeeping (a turn counter, current weights) and never chang
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -28,11 +29,10 @@ class Policy(Protocol):
 
 class RoundRobin:
     def __init__(self) -> None:
-        self._turn = 0
+        self._turns = itertools.count()
 
     def select(self, tier: Sequence[BackendState], load: Load) -> BackendState:
-        self._turn += 1
-        return tier[(self._turn - 1) % len(tier)]  # the first backend first, as round robin is expected to
+        return tier[next(self._turns) % len(tier)]  # the first backend first, as round robin is expected to
 
 
 class SmoothWeighted:

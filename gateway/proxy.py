@@ -41,8 +41,8 @@ from gateway.clock import Clock
 from gateway.errors import AllBackendsThrottled, GatewayError, UpstreamUnavailable, error_response
 from gateway.outcome import SUCCEEDED, CooldownPolicy, classify
 from gateway.relay import relay_stream
-from gateway.request_body import read_body
-from gateway.settings import BackendConfig
+from gateway.request_body import arrived_body, read_body
+from gateway.settings import Api, BackendConfig
 from gateway.upstream import (
     UpstreamClient,
     UpstreamConnectionError,
@@ -59,6 +59,12 @@ class Proxied(Protocol):
     model: str | None  # routes the request (backends' ``models``)
     stream: bool  # the client asked for SSE
     affinity_key: bytes | None  # the conversation, when affinity routing is on
+
+    @property
+    def api(self) -> Api | None:
+        """The API that answers it, natively, on every backend that can (a request passed through as it is);
+        None when that depends on the backend, and ``served_by`` is asked of each (Responses, translated)."""
+        ...
 
     def served_by(self, backend: BackendConfig) -> bool:
         """Whether this backend can answer it (natively or translated): the API table, ``gateway.apis``."""
@@ -99,18 +105,21 @@ class Proxy:
         self._upstream = upstream
         self._accounting = accounting
         self._clock = clock
-        self._max_attempts = max_attempts
+        self._attempt_numbers = range(max_attempts)  # made once: iterated on every request
         self._cooldown = cooldown
         self._expose_routing_headers = expose_routing_headers
         self.affinity = affinity
 
     async def serve(self, request: web.Request, request_id: str, parse: Parse) -> web.StreamResponse:
         """The whole of one client request: the view's one call."""
-        record = RequestRecord(request_id, time.perf_counter(), path=request.path)
-        self._accounting.began(record, request.method, request.headers)
+        record = RequestRecord(request_id, time.perf_counter(), request.path)
+        self._accounting.began(record, request)
         status = 499  # nginx's "client closed request", if we are cancelled before answering
         try:
-            proxied = parse(await read_body(request), request, self.affinity is not None)
+            body = arrived_body(request)
+            if body is None:
+                body = await read_body(request)
+            proxied = parse(body, request, self.affinity is not None)
             record.model, record.stream = proxied.model, proxied.stream
             response = await self._attempts(request, proxied, record)
             status = 499 if record.client_gone else response.status
@@ -124,7 +133,9 @@ class Proxy:
             self._accounting.finish(record, status)
 
     async def _attempts(self, request: web.Request, proxied: Proxied, record: RequestRecord) -> web.StreamResponse:
-        candidates = [c for c in self._balancer.candidates(proxied.model) if proxied.served_by(c.config)]
+        candidates = self._balancer.candidates(proxied.model, proxied.api)
+        if proxied.api is None:
+            candidates = _served_by(candidates, proxied)
         if not candidates:
             raise proxied.unserved()
         deadline = self._clock.monotonic() + self._balancer.queue_timeout
@@ -134,7 +145,7 @@ class Proxy:
             preferred = self.affinity.preferred(conversation)
             if preferred is None:
                 record.affinity = "new"
-        for _ in range(self._max_attempts):
+        for _ in self._attempt_numbers:
             try:
                 lease = await self._balancer.acquire(candidates, record.tried, preferred, deadline, conversation)
             except GatewayError as refusal:
@@ -181,13 +192,13 @@ class Proxy:
             upstream = await self._upstream.chat_completion(backend, outbound.body, record.request_id, outbound.api)
             lease.accepted()
             try:
-                self._accounting.ttfb(record, backend.name, time.perf_counter() - sent)
+                self._accounting.ttfb(record, lease.backend.name, time.perf_counter() - sent)
                 headers = self._headers(upstream.headers, lease, record)
                 if proxied.stream and upstream.content_type == "text/event-stream":
                     async with aclosing(upstream.iter_chunks()) as chunks:
                         relayed = await relay_stream(request, upstream.status, headers, chunks, backend,
                                                      translation.stream() if translation is not None else None)
-                    record.backend = backend.name
+                    record.backend = lease.backend.name
                     record.usage = relayed.usage
                     record.client_gone = relayed.client_gone
                     if relayed.error is not None:
@@ -219,10 +230,10 @@ class Proxy:
             lease.release()  # cancelled (the client went away) or a bug: settles nothing, frees a probe
             raise
 
-        record.backend = backend.name
+        record.backend = lease.backend.name  # (not backend.name: a pydantic model's attributes are slow to read)
         lease.release(SUCCEEDED)
         if self.affinity is not None and proxied.affinity_key is not None:
-            self.affinity.remember(proxied.affinity_key, backend.name)
+            self.affinity.remember(proxied.affinity_key, lease.backend.name)
         if record.attempts > 1:
             # It failed over: the earlier attempts have their lines, and so does the one that answered.
             self._accounting.attempt(record, backend, sent, SUCCEEDED, status=response.status)
@@ -259,3 +270,8 @@ def _translated(translation: Translation, body: bytes, backend: BackendConfig) -
         return translation.answer(body)
     except (ValueError, TypeError) as exc:
         raise UpstreamConnectionError(backend, f"{backend.name} sent an answer that could not be read: {exc}") from None
+
+
+def _served_by(candidates: Sequence[BackendState], proxied: Proxied) -> list[BackendState]:
+    # A module function: in the method, the comprehension would make ``proxied`` a cell on every request.
+    return [c for c in candidates if proxied.served_by(c.config)]

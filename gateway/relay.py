@@ -75,7 +75,8 @@ class StreamEnd:
     def feed(self, chunk: bytes) -> None:
         size = len(chunk)
         if self._responses is None:
-            self._responses = b"response." in chunk  # the relay's first chunk is never empty
+            # (find, not in: see gateway.usage) the relay's first chunk is never empty
+            self._responses = chunk.find(b"response.") >= 0
         if size >= self._tail_bytes:
             self._huge(chunk)
             return
@@ -125,7 +126,7 @@ class StreamEnd:
             return True
         tail = self._carry + b"".join(self._kept)
         # Nearly every stream ends with "data: [DONE]": a substring search, before the regex's slower scan.
-        return b"data: [DONE]" in tail or _TERMINATOR.search(tail) is not None
+        return tail.find(b"data: [DONE]") >= 0 or _TERMINATOR.search(tail) is not None
 
 
 @dataclass(slots=True)

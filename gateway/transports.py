@@ -105,7 +105,8 @@ class Http1Transport:
         assert isinstance(route, _Http1Route)
         head = route.head
         for name, value in extra:
-            head += f"{name}: {value}\r\n".encode("latin-1")  # checked by the caller, as the protocol says
+            # Checked by the caller, as the protocol says; UTF-8, as aiohttp's client writes headers too.
+            head += f"{name}: {value}\r\n".encode()
         return self.pool.request(route.origin, head, body, read_timeout)
 
     async def close(self) -> None:

@@ -30,7 +30,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from gateway.apis import api_url
 from gateway.decoding import Decoder, DecodingError, decode_whole, decoder_for
@@ -41,6 +41,7 @@ from gateway.transports import RawResponse, Transport
 
 ERROR_BODY_LIMIT = 64 * 1024  # an error answer is a short JSON message; more is read as "too large"
 TokenProvider = Callable[[], Awaitable[str]]
+_CHAT = Api.CHAT  # (a module global: read faster than the enum's attribute)
 
 
 class UpstreamResponse(Protocol):
@@ -145,8 +146,9 @@ class UpstreamAnswerTooLarge(UpstreamStatusError):
 
 
 # Hop-by-hop and framing headers we must not copy from an upstream answer onto ours.
-_NOT_FORWARDED = ("Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Content-Encoding", "Server",
-                  "Date")
+# As istr: multidict then need not case-fold and hash each name again on every answer.
+_NOT_FORWARDED = tuple(istr(name) for name in ("Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length",
+                                                "Content-Encoding", "Server", "Date"))
 
 
 def forwardable_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -162,9 +164,10 @@ class _Route:
     """Per backend, built on first use: the transport's prepared request, and which per-request headers it
     takes."""
 
-    __slots__ = ("entra", "prepared", "uuid_request_ids")
+    __slots__ = ("backend", "entra", "prepared", "uuid_request_ids")
 
-    def __init__(self, prepared: object, *, uuid_request_ids: bool, entra: bool) -> None:
+    def __init__(self, backend: BackendConfig, prepared: object, *, uuid_request_ids: bool, entra: bool) -> None:
+        self.backend = backend
         self.prepared = prepared
         self.uuid_request_ids = uuid_request_ids  # only a UUID may go as X-Request-ID
         self.entra = entra  # an Entra ID bearer token goes with every request
@@ -187,7 +190,8 @@ class UpstreamClient:
         self._health_timeout = health_timeout
         self._max_response_bytes = max_response_bytes
         self._azure_token = azure_token
-        self._routes: dict[str, _Route] = {}
+        self._chat_routes: dict[int, _Route] = {}
+        self._other_routes: dict[Api, dict[int, _Route]] = {}
 
     @staticmethod
     def _auth_headers(backend: BackendConfig) -> dict[str, str]:
@@ -200,10 +204,13 @@ class UpstreamClient:
         return headers
 
     def _route(self, backend: BackendConfig, api: Api) -> _Route:
-        key = backend.name if api is Api.CHAT else f"{backend.name} {api}"
-        route = self._routes.get(key)
-        if route is None:
-            route = self._routes[key] = _Route(
+        # Keyed by the config object's id, checked to be that very object: no attribute of the pydantic model is
+        # read on the way (each such read costs several times a plain one).
+        routes = self._chat_routes if api is _CHAT else self._other_routes.setdefault(api, {})
+        route = routes.get(id(backend))
+        if route is None or route.backend is not backend:
+            route = routes[id(backend)] = _Route(
+                backend,
                 self._transport.route("POST", api_url(backend, api), self._auth_headers(backend)),
                 # llama-cpp-python answers a non-UUID X-Request-ID with an empty 400.
                 uuid_request_ids=backend.kind is BackendKind.LLAMACPP,
@@ -285,20 +292,19 @@ _TRANSPORT_ERRORS = (Http1Error, aiohttp.ClientError, TimeoutError)
 class _Answer:
     """``UpstreamResponse`` over a transport's raw answer: its body decoded and bounded, its errors ours."""
 
-    __slots__ = ("_backend", "_decoder", "_limit", "_raw", "_undecodable", "headers", "status")
+    # No __slots__: an answer without Content-Encoding (nearly all) keeps the class's None for both.
+    _decoder: Decoder | None = None
+    _undecodable: DecodingError | None = None  # raised when the body is taken, not before
 
     def __init__(self, backend: BackendConfig, raw: RawResponse, limit: int) -> None:
         self._backend = backend
         self._raw = raw
         self._limit = limit
         self.status = raw.status
-        self.headers = raw.headers
-        encoding = raw.headers.get("Content-Encoding")
-        self._decoder: Decoder | None = None
-        self._undecodable: DecodingError | None = None  # raised when the body is taken, not before
-        if encoding is not None:
+        headers = self.headers = raw.headers
+        if "Content-Encoding" in headers:
             try:
-                self._decoder = decoder_for(encoding)
+                self._decoder = decoder_for(headers["Content-Encoding"])
             except DecodingError as exc:
                 self._undecodable = exc
 

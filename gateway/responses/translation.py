@@ -7,7 +7,7 @@ from functools import cached_property
 
 import orjson
 
-from gateway.apis import Outbound, serves
+from gateway.apis import Outbound, Rewritten, serves
 from gateway.errors import BadRequest, GatewayError, ModelNotFound
 from gateway.responses.answer import response_from_chat
 from gateway.responses.native import NativeResponses
@@ -34,6 +34,8 @@ class ChatAsResponses:
 
 class ResponsesCall:
     """The ``Proxied`` of a Responses request."""
+
+    api = None  # native on some backends, translated on others: ``served_by`` decides for each
 
     def __init__(self, request: ResponsesRequest, owners: ResponseOwners, affinity_key: bytes | None) -> None:
         self.request = request
@@ -68,8 +70,8 @@ class ResponsesCall:
             if backend.kind is BackendKind.AZURE and backend.deployment and self.model != backend.deployment:
                 # Azure's v1 API names the deployment as the model.
                 body = orjson.dumps({**self.request.payload, "model": backend.deployment})
-            return Outbound(Api.RESPONSES, body, NativeResponses(self._owners, backend.name))
-        return Outbound(Api.CHAT, self._chat_body, ChatAsResponses(self.request))
+            return Rewritten(Api.RESPONSES, body, NativeResponses(self._owners, backend.name))
+        return Rewritten(Api.CHAT, self._chat_body, ChatAsResponses(self.request))
 
     @cached_property
     def _chat_body(self) -> bytes:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.backend_state import BackendCondition, BackendState
-from gateway.balancer import Balancer, Lease
+from gateway.balancer import Balancer, Lease, not_yet_tried
 from gateway.errors import AllBackendsThrottled
 from gateway.outcome import BreakerEffect, Verdict
 from gateway.shared_state.shared import SharedState
@@ -108,9 +108,9 @@ class SharedBalancer(Balancer):
             state = self._choose(candidates, tried, skipped, preferred)
             local = shared.decide_locally(self._candidates[state.name], conversation) if state is not None else None
             if state is not None and local is not None:
-                state.start_request(self.now())
+                state.start_request()
                 return SharedLease(self, state, skipped or None, None, local.lease)
-            untried = [c for c in candidates if c.name not in tried]
+            untried = not_yet_tried(candidates, tried)
             if state is None and (refusal := self._refusal(untried)) is not None:
                 raise refusal  # cooling, ejected or unhealthy everywhere: no use asking or waiting
             ranked = self._ranked(state, untried)
@@ -129,7 +129,7 @@ class SharedBalancer(Balancer):
                     self.apply(name, snapshot, taken=name == acquired.backend)
                 if acquired.backend is not None:
                     taken = self.by_name[acquired.backend]
-                    taken.start_request(self.now())
+                    taken.start_request()
                     return SharedLease(self, taken, skipped or None, acquired.affinity, lease_id)
                 # Nothing eligible anywhere. Wait for news (a release here, or one published by another
                 # replica now that Redis knows somebody waits) before asking again: no busy loop.
@@ -239,7 +239,7 @@ class SharedBalancer(Balancer):
         waiter = self.queue.next_for(state.name)
         if waiter is None:
             return False
-        state.start_request(self.now())
+        state.start_request()
         self._handoffs[state.name].append(lease_id)
         hand_over(waiter, state)
         return True

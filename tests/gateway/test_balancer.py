@@ -62,16 +62,16 @@ def test_available_says_what_condition_and_free_slot_say():
     ):
         state = BackendState(config)
         for _ in range(failures):
-            state.start_request(0.0)
+            state.start_request()
             state.record_failure(0.0 if failures == 1 else 6.0, policy)
             state.finish_request()
         if probing and state.circuit_open():
-            state.start_request(now)
+            state.start_request()
             state.finish_request()
         if cooling:
             state.record_throttled(0.0, 5.0)
         if busy:
-            state.start_request(now)
+            state.start_request()
         state.reachable = reachable
         expected = state.condition(now) is BackendCondition.HEALTHY and state.has_free_slot()
         assert state.available(now) is expected, (reachable, cooling, failures, probing, busy, now)
