@@ -72,7 +72,7 @@ if [ ! -f "$out/.complete" ]; then
            --dest "$root/src" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
     tar -xzf "$root/src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$root/src"
   fi
-  step "compiling llama.cpp ($level, portable; once: about 24 CPU-minutes, 10-12 min on 2 free cores)"
+  step "compiling llama.cpp ($level, portable; once: 5-11 min on 2 free cores, depending on the CPU)"
   build=$root/build-$key
   generator=()
   command -v ninja >/dev/null && generator=(-G Ninja)
