@@ -14,6 +14,7 @@ import filecmp
 import json
 import os
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -174,7 +175,9 @@ def test_each_level_compiles_its_kernels_for_that_level_alone(
     x86 kernels compiled with exactly the command it gets: also the baseline build, for CPUs without AVX2,
     which is not the one installed here."""
     source = build_dir().parent / "src" / f"llama_cpp_python-{VERSION}" / "vendor" / "llama.cpp"
-    subprocess.run(["cmake", "-S", str(source), "-B", str(tmp_path), "-G", "Ninja",
+    assert (source / "CMakeLists.txt").is_file(), f"{source}: the source the build was made from is gone"
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []  # as scripts/build_llamacpp.sh chooses
+    subprocess.run(["cmake", "-S", str(source), "-B", str(tmp_path), *generator,
                     "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *script_flags(level)],
                    capture_output=True, text=True, check=True)
     commands = json.loads((tmp_path / "compile_commands.json").read_text())
