@@ -2,7 +2,8 @@
 # Creates .venv and installs everything the stack and the tests need, idempotently.
 #
 # Re-running is quick: a stamp of the dependency files skips pip when nothing changed, and the llama.cpp
-# build (the only slow step: compiled from source, about 8 minutes on 2 cores the first time) is kept in
+# build (the only slow step: compiled from source the first time, on 2 free cores 10 min 26 s of a 13 min 18 s
+# first run on a Zen 3 AMD EPYC, 4 min 34 s of 5 min 45 s on a Zen 5 one; longer on a busy machine) is kept in
 # ~/.cache/llm-gateway/llama.cpp, keyed by version and compiler flags (scripts/build_llamacpp.sh).
 #
 #   scripts/bootstrap.sh            # Python environment, llama.cpp backend, embedded model

@@ -29,6 +29,9 @@
 # LLAMA_CPP_LEVEL=x86-64 or x86-64-v3 sets the level instead of asking this CPU (an image is built for the
 # CPUs it will run on, not the builder's); LLAMA_CPP_SERVER_ONLY=1 builds llama-server alone, without
 # installing llama-cpp-python (the container image).
+#
+#   scripts/build_llamacpp.sh --flags      # prints the CMake flags of that level's build, one a line
+#                                          # (tests/e2e/test_build_instructions.py configures with them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +53,10 @@ esac
 if [ "$level" = x86-64 ]; then
   flags+=(-DGGML_SSE42=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_BMI2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF)
 fi
+if [ "${1:-}" = --flags ]; then  # what a build at this level is configured with, and nothing else
+  printf '%s\n' "${flags[@]}"
+  exit 0
+fi
 key=$(printf '%s\n' "$LLAMA_CPP_PYTHON_VERSION" "${flags[@]}" | sha256sum | cut -c1-12)
 root=${LLAMA_CPP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llm-gateway/llama.cpp}
 out=$root/$LLAMA_CPP_PYTHON_VERSION-$level-$key
@@ -65,7 +72,7 @@ if [ ! -f "$out/.complete" ]; then
            --dest "$root/src" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
     tar -xzf "$root/src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$root/src"
   fi
-  step "compiling llama.cpp ($level, portable; once: about 24 CPU-minutes, 10-12 min on 2 free cores)"
+  step "compiling llama.cpp ($level, portable; once: 5-11 min on 2 free cores, depending on the CPU)"
   build=$root/build-$key
   generator=()
   command -v ninja >/dev/null && generator=(-G Ninja)

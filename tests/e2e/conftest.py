@@ -134,6 +134,19 @@ class LlamaBackend:
         self._process.send_signal(signal.SIGKILL)
         self._process.wait()
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: a stop asked for, as a supervisor or an orchestrator asks."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+
+    def wait_exited(self, timeout: float) -> int | None:
+        """Its exit code once it has exited, None if it is still running after `timeout` seconds."""
+        assert self._process is not None
+        try:
+            return self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self) -> None:
         if self._process is None:
             return

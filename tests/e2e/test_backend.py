@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -121,3 +124,77 @@ async def test_a_request_naming_no_model_is_answered_with_the_served_name(both_b
 
     assert completion["model"] == model_id
     assert error["error"]["type"] == "invalid_request_error"
+
+
+# ---- how the llama-server launcher stops it (backends/llamacpp/llama_server.py) -------------------------------
+
+
+def start_launcher(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`python -m backends.llamacpp.llama_server` on a free port, its own session as a supervisor starts it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with (tmp_path / "launcher.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backends.llamacpp.llama_server", "--port", str(port), "--parallel", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True,
+        )
+    return process, port
+
+
+def wait_healthy(process: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, f"the launcher exited with code {process.returncode}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "llama-server did not become ready"
+        time.sleep(0.05)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_idle_llama_server_stops_cleanly_at_once(llama_cpp_installed, tmp_path: Path, sig: int) -> None:
+    process, port = start_launcher(tmp_path)
+    wait_healthy(process, port)
+
+    started = time.monotonic()
+    os.killpg(process.pid, sig)  # as the supervisor (or a Ctrl-C in its terminal) sends it: to the group
+    code = process.wait(timeout=10)
+
+    assert code == 0, "one signal, passed on once: llama-server's own clean exit"
+    assert time.monotonic() - started < 1.0
+    assert not listening(port)
+
+
+def test_a_killed_launcher_takes_llama_server_with_it(llama_cpp_installed, tmp_path: Path) -> None:
+    process, port = start_launcher(tmp_path)
+    wait_healthy(process, port)
+
+    process.kill()  # only the launcher: llama-server is in a process group of its own
+    process.wait()
+
+    deadline = time.monotonic() + 2
+    while listening(port):
+        assert time.monotonic() < deadline, "llama-server outlived its launcher"
+        time.sleep(0.02)
+
+
+def test_a_llama_server_killed_by_a_signal_kills_its_launcher_with_the_same(
+    llama_cpp_installed, tmp_path: Path
+) -> None:
+    crashing = tmp_path / "llama-server"
+    crashing.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crashing.chmod(0o755)
+
+    process, _ = start_launcher(tmp_path, LLAMA_SERVER_BIN=str(crashing))
+
+    assert process.wait(timeout=30) == -signal.SIGSEGV  # what a supervisor reports is the crash itself

@@ -1,4 +1,4 @@
-"""A backend that crashes (SIGKILL) while it is generating: what clients see, and how the gateway recovers.
+"""A backend that crashes (SIGKILL) or is stopped (SIGTERM) while it is generating: what clients see, and how the gateway recovers.
 
 What is promised, honestly:
 - a non-streaming answer is sent whole at the end, so when its backend dies nothing has reached the client
@@ -7,6 +7,8 @@ What is promised, honestly:
   it), never a silently truncated answer;
 - every request made after the crash succeeds on the surviving backend, and the crashed one, restarted on
   the same port, takes traffic again once the gateway's health check sees it;
+- a backend asked to stop (SIGTERM) while it streams exits within seconds, and the stream it was serving ends
+  with an error event, not a clean end and not a stall until someone kills the backend;
 - a backend still loading its model (llama-server answers /health with 503 meanwhile; llama-cpp-python does
   not listen yet) gets no request until it is ready.
 """
@@ -93,6 +95,48 @@ async def test_a_stream_cut_by_a_crash_ends_with_an_error_and_later_requests_suc
         backend, text = await ask(SHORT_PROMPT)
         assert backend != victim.name
         assert text.strip()
+
+
+# Stopped mid-stream, llama-server stops generating at once and would then wait forever for the client of the
+# stream to hang up, had its launcher not repeated the signal after 1 s (backends/llamacpp/llama_server.py);
+# llama-cpp-python's server lets a stream run 2 s more (uvicorn's graceful shutdown), then cuts it.
+STOP_MAX_TOKENS = 1000  # ~20 s of generation: only the stop can end it within the test
+STOP_DEADLINE = 4.0
+
+
+async def test_a_backend_stopped_mid_stream_exits_within_seconds_and_the_stream_ends_with_an_error(
+    gateway_client: AsyncOpenAI, model_id: str, both_backends_up, ask
+) -> None:
+    raw = await gateway_client.chat.completions.with_raw_response.create(
+        model=model_id,
+        messages=[{"role": "user", "content": LONG_PROMPT}],
+        max_tokens=STOP_MAX_TOKENS,
+        temperature=0,
+        stream=True,
+    )
+    victim = next(b for b in both_backends_up if b.name == raw.headers["x-gateway-backend"])
+
+    received: list[str] = []
+    stopped_at = 0.0
+    with pytest.raises(openai.APIError):
+        async for chunk in raw.parse():
+            for choice in chunk.choices:
+                assert choice.finish_reason is None, "the generation ended before the stop: make it longer"
+                received.append(choice.delta.content or "")
+            if not stopped_at and "".join(received).strip():
+                victim.terminate()
+                stopped_at = time.monotonic()
+    error_after = time.monotonic() - stopped_at
+    exit_code = await asyncio.to_thread(victim.wait_exited, STOP_DEADLINE)
+    exited_after = time.monotonic() - stopped_at
+
+    assert stopped_at, "no token arrived before the stream ended"
+    assert exit_code is not None, f"{victim.name} still running {STOP_DEADLINE:g}s after SIGTERM"
+    assert exited_after < STOP_DEADLINE
+    assert error_after < STOP_DEADLINE
+    backend, text = await ask(SHORT_PROMPT)
+    assert backend != victim.name
+    assert text.strip()
 
 
 async def test_a_backend_still_loading_its_model_gets_no_request_until_it_is_ready(
