@@ -73,6 +73,8 @@ class Accounting:
         """An attempt succeeded: count the tokens its backend reported (0, 0 when it reported none)."""
         usage = record.usage
         series = self._series[record.backend or backend.name]  # (its name, without reading the pydantic model)
+        if record.ttfb is not None:
+            series.ttfb.observe(record.ttfb)
         if usage is None:
             series.answered(0, 0)
         else:
@@ -82,10 +84,6 @@ class Accounting:
                 record.span, backend, record.model, record.attempts, sent, "ok", status,
                 ttfb=record.ttfb, usage=usage,
             )
-
-    def ttfb(self, record: RequestRecord, backend: str, seconds: float) -> None:
-        record.ttfb = seconds
-        self._series[backend].ttfb.observe(seconds)
 
     def attempt(
         self,
@@ -101,6 +99,8 @@ class Accounting:
         """One upstream attempt's line, and its count when it failed (a failover is counted as a retry)."""
         if error is not None:
             series = self._series[backend.name]
+            if record.ttfb is not None:  # it failed after its headers came (a body or a stream cut short)
+                series.ttfb.observe(record.ttfb)
             series.attempt(verdict.outcome)
             if verdict.retry and record.stream_error is None:
                 series.retries.inc()

@@ -138,7 +138,8 @@ class Response:
         self.status = status
         self.headers = headers
         self._connection = connection
-        self._chunks: deque[bytes] = deque()
+        # A list, not a deque: an open stream holds one, and an empty deque is ~0.6 kB where a list is 56 bytes.
+        self._chunks: list[bytes] = []
         self._buffered = 0
         self._complete = False
         self._error: Http1Error | None = None
@@ -155,8 +156,8 @@ class Response:
         are handled); None if some is still to come, for ``read`` to wait for."""
         if not self._complete or self._error is not None or self._connection._paused:
             return None
-        body = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
-        self._chunks.clear()
+        chunks, self._chunks = self._chunks, []
+        body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
         self._buffered = 0
         return body
 
@@ -178,11 +179,13 @@ class Response:
         """The body as it arrives, in the pieces the network delivered (a stream's events are not regrouped)."""
         while True:
             while self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._buffered <= _LOW_WATER:
-                    self._connection.resume_reading()
-                yield chunk
+                # What has arrived, taken as a batch (what arrives meanwhile goes to a new list, taken next).
+                chunks, self._chunks = self._chunks, []
+                for chunk in chunks:
+                    self._buffered -= len(chunk)
+                    if self._buffered <= _LOW_WATER:
+                        self._connection.resume_reading()
+                    yield chunk
             if self._error is not None:
                 raise self._error
             if self._complete:
@@ -345,6 +348,7 @@ class _Connection(asyncio.Protocol):
             self._raw_headers = []  # an interim answer (100 Continue): the real one follows
             return
         response = Response(self, status, CIMultiDictProxy(CIMultiDict(self._raw_headers)))
+        self._raw_headers = []  # (held until the next request otherwise: ~0.4 kB per open stream)
         self._response = response
         waiter, self._headers_waiter = self._headers_waiter, None
         if waiter is not None and not waiter.done():

@@ -292,9 +292,7 @@ _TRANSPORT_ERRORS = (Http1Error, aiohttp.ClientError, TimeoutError)
 class _Answer:
     """``UpstreamResponse`` over a transport's raw answer: its body decoded and bounded, its errors ours."""
 
-    # No __slots__: an answer without Content-Encoding (nearly all) keeps the class's None for both.
-    _decoder: Decoder | None = None
-    _undecodable: DecodingError | None = None  # raised when the body is taken, not before
+    __slots__ = ("_backend", "_decoder", "_limit", "_raw", "_undecodable", "headers", "status")
 
     def __init__(self, backend: BackendConfig, raw: RawResponse, limit: int) -> None:
         self._backend = backend
@@ -302,6 +300,8 @@ class _Answer:
         self._limit = limit
         self.status = raw.status
         headers = self.headers = raw.headers
+        self._decoder: Decoder | None = None
+        self._undecodable: DecodingError | None = None  # raised when the body is taken, not before
         if "Content-Encoding" in headers:
             try:
                 self._decoder = decoder_for(headers["Content-Encoding"])
