@@ -208,6 +208,8 @@ class GatewaySettings(BaseSettings):
     expose_routing_headers: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     workers: int = Field(default=1, ge=1, le=64)
+    # On SIGTERM/SIGINT: how long requests in flight may take to finish before they are ended (gateway.drain).
+    shutdown_grace: float = Field(default=30.0, ge=0, allow_inf_nan=False, description="seconds")
 
     @property
     def affinity_enabled(self) -> bool:
