@@ -93,9 +93,9 @@ async def serve_until_stopped(
     *,
     host: str,
     port: int,
+    grace: float,
     reuse_port: bool = False,
     backlog: int = 128,
-    grace: float = 30.0,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, then drain for up to ``grace`` seconds and shut it down."""
     runner = GatewayRunner(

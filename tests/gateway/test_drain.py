@@ -21,6 +21,7 @@ import openai
 import pytest
 
 from gateway import keys
+from gateway.settings import GatewaySettings
 from tests.gateway.gateway_process import gateway_process
 
 GRACE = 1.0
@@ -33,7 +34,7 @@ async def _refused(port: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):  # reset: it was in the backlog as listening stopped
             return True
         writer.close()
         await asyncio.sleep(0.01)
@@ -136,3 +137,14 @@ async def test_readyz_says_draining_from_the_signal_on(upstreams, gateway):
         async with http.get(gw.url + "/readyz") as response:
             assert response.status == 503
             assert await response.json() == {"status": "draining"}
+
+
+def test_make_up_waits_past_the_grace_before_sigkill(monkeypatch):
+    from scripts.services import gateway as gateway_service
+    from scripts.supervisor import Console
+
+    default = GatewaySettings.model_fields["shutdown_grace"].default
+    monkeypatch.delenv("GATEWAY_SHUTDOWN_GRACE", raising=False)
+    assert gateway_service(host="127.0.0.1", port=1, backends=[]).child(Console()).stop_grace > default + 1
+    monkeypatch.setenv("GATEWAY_SHUTDOWN_GRACE", "90")
+    assert gateway_service(host="127.0.0.1", port=1, backends=[]).stop_grace > 91
