@@ -106,13 +106,13 @@ async def serve_until_stopped(
         keepalive_timeout=75.0,  # web.run_app's: an idle client connection is closed after 75 s
         handler_cancellation=True,  # a client that disconnects cancels its upstream request too
     )
-    await runner.setup()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM):  # first: a signal during start-up is a drain of nothing
         loop.add_signal_handler(signum, stop.set)
     timers: list[asyncio.TimerHandle] = []
     try:
+        await runner.setup()
         await web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=backlog).start()
         await stop.wait()
         app[DRAIN].draining = True

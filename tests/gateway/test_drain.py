@@ -110,6 +110,13 @@ async def test_workers_each_drain_on_the_parents_signal(upstreams):
     endless = await upstreams(name="endless", reply_text=ENDLESS, token_delay=0.05)
     env = {"GATEWAY_BACKENDS": endless.openai_url, "GATEWAY_WORKERS": "2", "GATEWAY_SHUTDOWN_GRACE": str(GRACE)}
     async with gateway_process(env) as (client, process):
+        # One worker answering is not both started (see test_settings): wait for both start-up lines.
+        assert process.stdout is not None
+        early: list[bytes] = []
+        while sum(b'"gateway_starting"' in line for line in early) < 2:
+            line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), timeout=60)
+            assert line, "the gateway's output ended before both workers had started"
+            early.append(line)
         streams = [await client.chat.completions.create(model="m", messages=HI, stream=True) for _ in range(2)]
         for stream in streams:
             await anext(aiter(stream))
@@ -122,7 +129,7 @@ async def test_workers_each_drain_on_the_parents_signal(upstreams):
         elapsed = await _exit_after(process, signalled)
         assert GRACE <= elapsed < GRACE + 1.5, elapsed
         assert process.returncode == 0
-    events = [line["event"] for line in _log(process)]
+    events = [json.loads(line)["event"] for line in early] + [line["event"] for line in _log(process)]
     # Each worker was told; the one idle (the kernel may give both streams to one) exits at once.
     assert events.count("gateway_draining") == 2 and events.count("gateway_grace_over") >= 1
 
