@@ -48,7 +48,7 @@ def serve(settings: GatewaySettings, reuse_port: bool = False) -> None:
     log_starting(settings)
     try:
         asyncio.run(serve_until_stopped(app, host=settings.host, port=settings.port, reuse_port=reuse_port,
-                                        backlog=4096))  # the default 128 drops SYNs when hundreds connect at once
+                                        backlog=4096, grace=settings.shutdown_grace))  # the default 128 drops SYNs when hundreds connect at once
     except (web.GracefulExit, KeyboardInterrupt):
         pass
 
@@ -80,9 +80,10 @@ def main() -> None:
 def serve_workers(settings: GatewaySettings) -> None:
     """Several processes on one port (SO_REUSEPORT): the kernel spreads connections over them.
 
-    Each worker keeps its own routing state and metrics. SIGTERM/SIGINT to this parent stop every worker (an
-    orchestrator only signals the process it started), and if one worker dies the others are stopped too, so
-    the container restarts whole instead of limping on at reduced capacity.
+    Each worker keeps its own routing state and metrics. SIGTERM/SIGINT to this parent are passed on as SIGTERM to
+    every worker (an orchestrator only signals the process it started), each drains (GATEWAY_SHUTDOWN_GRACE), and
+    this parent exits when all have. If one worker dies the others are stopped too, so the container restarts
+    whole instead of limping on at reduced capacity.
     """
     workers = [
         multiprocessing.Process(target=serve, args=(settings, True), name=f"gateway-worker-{i}")

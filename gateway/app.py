@@ -15,6 +15,7 @@ from gateway.azure_auth import EntraTokenProvider, default_credential
 from gateway.backend_state import BreakerPolicy
 from gateway.balancer import Balancer
 from gateway.clock import Clock, SystemClock
+from gateway.drain import Drain
 from gateway.entra import EntraVerifier, policy_from_settings
 from gateway.guard import Guard
 from gateway.health import health_checks_ctx
@@ -47,6 +48,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
+    app[keys.DRAIN] = Drain()  # set by gateway.server when a stop signal comes
     # With GATEWAY_STATE_URL, every process naming that Redis shares cooldowns, breakers, leases and affinity.
     balancer_class: type[Balancer] = Balancer
     shared_state = None

@@ -11,7 +11,8 @@ SDK maps to the right exception class (400 BadRequestError, 401 AuthenticationEr
     ├── PayloadTooLarge         413  body over GATEWAY_MAX_BODY_BYTES
     ├── AllBackendsThrottled    429  every candidate is cooling down or busy; carries Retry-After
     ├── UpstreamUnavailable     502  backends were tried and none answered usefully
-    └── NoBackendAvailable      503  no backend can take traffic at all (ejected / unhealthy)
+    ├── NoBackendAvailable      503  no backend can take traffic at all (ejected / unhealthy)
+    └── ShuttingDown            503  the gateway is stopping and its grace ran out first; carries Retry-After
 
 Errors *from* upstreams are translated in ``gateway.upstream``; a non-retryable upstream answer (say a 400
 for a bad parameter) is passed through to the client as the upstream wrote it.
@@ -96,6 +97,19 @@ class NoBackendAvailable(GatewayError):
     status = 503
     error_type = "server_error"
     code = "no_backend_available"
+
+
+class ShuttingDown(GatewayError):
+    status = 503
+    error_type = "server_error"
+    code = "gateway_shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__("The gateway is shutting down and could not answer in time; retry (another replica "
+                         "will take it).")
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 def error_body(message: str, error_type: str, code: str, param: str | None = None) -> bytes:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway import drain
 from gateway.azure_auth import EntraTokenProvider
 from gateway.balancer import Balancer
 from gateway.clock import Clock
@@ -31,5 +32,6 @@ MODELS_CATALOG = web.AppKey("models_catalog", ModelsCatalog)
 RESPONSE_OWNERS = web.AppKey("response_owners", ResponseOwners)
 READINESS = web.AppKey("readiness", Readiness)
 TELEMETRY: web.AppKey[Telemetry | None] = web.AppKey("telemetry")
+DRAIN = drain.DRAIN  # the shutdown's state: defined in gateway.drain, where the relay (below keys) reads it
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -11,6 +11,8 @@ One pure function of the error (None for an answer) and the time, so every rule 
     throttled           yes     what the upstream asked for,     neutral (busy, not broken), or failure for a
                                 else the default; capped         503 without a retry hint
     failed              yes     -                                failure (counts toward ejection)
+    gateway_shutdown    no      -                                neutral (a stream the gateway cut itself,
+                                                                 its shutdown grace over: gateway.drain)
 
 An attempt that never settles (the client went away, the task was cancelled) is neither a success nor a
 failure: ``Lease.release`` without a verdict only gives a half-open probe back.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from gateway.cooldown import cooldown_from_headers
+from gateway.drain import CutByShutdown
 from gateway.upstream import UpstreamAnswerTooLarge, UpstreamError, UpstreamStatusError
 
 
@@ -50,6 +53,7 @@ SUCCEEDED = Verdict("ok", retry=False, breaker=BreakerEffect.SUCCESS)
 # The backend works (it answered 2xx); what it answered is more than we buffer. Not the client's mistake, so not
 # told as one; not a breaker failure either (ejecting a backend for a long answer would punish the next client).
 UPSTREAM_TOO_LARGE = Verdict("upstream_too_large", retry=False, breaker=BreakerEffect.SUCCESS)
+GATEWAY_SHUTDOWN = Verdict("gateway_shutdown", retry=False, breaker=BreakerEffect.NEUTRAL)
 
 
 def classify(error: UpstreamError | None, policy: CooldownPolicy, now_wall: float) -> Verdict:
@@ -64,4 +68,6 @@ def classify(error: UpstreamError | None, policy: CooldownPolicy, now_wall: floa
         return Verdict("failed", retry=True, breaker=breaker)
     if isinstance(error, UpstreamAnswerTooLarge):
         return UPSTREAM_TOO_LARGE
+    if isinstance(error, CutByShutdown):
+        return GATEWAY_SHUTDOWN
     return Verdict("client_error", retry=False, breaker=BreakerEffect.SUCCESS)

@@ -24,6 +24,7 @@ the answer back into the client's API — a Responses request to a chat-only bac
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
@@ -38,7 +39,14 @@ from gateway.apis import Outbound, Translation
 from gateway.backend_state import BackendState
 from gateway.balancer import Balancer, Lease
 from gateway.clock import Clock
-from gateway.errors import AllBackendsThrottled, GatewayError, UpstreamUnavailable, error_response
+from gateway.drain import DRAIN
+from gateway.errors import (
+    AllBackendsThrottled,
+    GatewayError,
+    ShuttingDown,
+    UpstreamUnavailable,
+    error_response,
+)
 from gateway.outcome import SUCCEEDED, CooldownPolicy, classify
 from gateway.relay import relay_stream
 from gateway.request_body import arrived_body, read_body
@@ -154,6 +162,16 @@ class Proxy:
         except GatewayError as error:
             status = error.status
             response = error_response(error)
+            response.headers["x-request-id"] = request_id
+            return response
+        except asyncio.CancelledError:
+            # Not the client leaving but the shutdown's grace running out (gateway.drain), with nothing sent yet
+            # (a started stream is ended by the relay): 503, and another replica can take the request.
+            if not request.app[DRAIN].expired or request.writer.output_size:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            status = ShuttingDown.status
+            response = error_response(ShuttingDown())
             response.headers["x-request-id"] = request_id
             return response
         finally:

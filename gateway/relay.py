@@ -8,10 +8,12 @@ A stream is complete only when the upstream said so: ``data: [DONE]``, or (for s
 non-null ``finish_reason``. A body that simply ends — the connection closed, with no Content-Length and no
 chunked framing to tell a cut from an end — is an upstream failure like any other: the client gets the error
 event, the attempt is counted and logged as failed. Otherwise the SDK would return truncated text as if whole.
+A stream still running when the gateway's shutdown grace is over (``gateway.drain``) ends the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.apis import StreamTranslation
+from gateway.drain import DRAIN, CutByShutdown
 from gateway.errors import sse_error_event
 from gateway.settings import BackendConfig
 from gateway.upstream import UpstreamConnectionError, UpstreamError
@@ -189,13 +192,19 @@ async def relay_stream(
     except ConnectionError:
         # The client went away; the caller closes the upstream response, which frees its slot.
         return Relayed(response, sniffer.usage, client_gone=True)
+    except asyncio.CancelledError:
+        if not request.app[DRAIN].expired:
+            raise  # the client went away (handler cancellation)
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # answered here, as the shutdown wants
+        error = CutByShutdown(backend)
     try:
         if error is not None:
             # Bytes already reached the client: no failover now. End with an error event the SDK raises.
-            message = f"Upstream stream interrupted: {error.message}"
-            await response.write(
-                sse_error_event(message, "stream_interrupted") if translation is None else translation.fail(message)
-            )
+            if isinstance(error, CutByShutdown):
+                message, code = f"Stream ended early: {error.message}.", "gateway_shutting_down"
+            else:
+                message, code = f"Upstream stream interrupted: {error.message}", "stream_interrupted"
+            await response.write(sse_error_event(message, code) if translation is None else translation.fail(message))
         elif translation is not None:
             await response.write(translation.finish())
         await response.write_eof()

@@ -7,23 +7,44 @@ Here it is answered with the OpenAI-shaped JSON 400 and told in one JSON log lin
 
 aiohttp has no public hook for that answer, so the runner builds its ``Server`` (the protocol factory) from a
 subclass whose connections override ``handle_error``; everything else is aiohttp's own.
+
+Stopping (SIGTERM/SIGINT) drains (``gateway.drain``): from the signal /readyz answers 503; aiohttp's runner then
+stops listening, closes idle connections and waits for the requests in flight. aiohttp's own wait does not fit
+as it is: after its timeout it cancels a handler and closes its connection in the same step, so a stream would
+end bare, and a clean end is what the openai SDK takes for a whole answer. So its timeout is set past the grace,
+and at the grace's end the server cancels what still runs itself, leaving each handler ``_LAST_WORDS`` to end
+its answer properly (an SSE error event, a 503) before its connection is closed regardless.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from gateway.drain import DRAIN
 from gateway.errors import error_body
 from gateway.logs import get_logger
+
+# How long a request cancelled at the grace's end has to write its last bytes: a client that does not read them
+# cannot hold the process up longer than this.
+_LAST_WORDS = 1.0
 
 
 class _JsonErrorConnection(RequestHandler):
     __slots__ = ()
+
+    def end_request(self) -> bool:
+        """Cancel the request in progress, if there is one (the grace is over); whether there was."""
+        task = self._task_handler  # aiohttp's task for this connection, which awaits the request's handler
+        if not self._request_in_progress or task is None or task.done():
+            return False
+        task.cancel()
+        return True
 
     def handle_error(
         self,
@@ -68,19 +89,54 @@ class GatewayRunner(web.AppRunner):
 
 
 async def serve_until_stopped(
-    app: web.Application, *, host: str, port: int, reuse_port: bool = False, backlog: int = 128
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    grace: float,
+    reuse_port: bool = False,
+    backlog: int = 128,
 ) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM (``web.GracefulExit``), then shut it down as ``web.run_app`` does."""
+    """Serve ``app`` until SIGINT/SIGTERM, then drain for up to ``grace`` seconds and shut it down."""
     runner = GatewayRunner(
         app,
-        handle_signals=True,
+        handle_signals=False,  # ours below: aiohttp's would stop the loop and cancel every request at once
+        shutdown_timeout=grace + 2 * _LAST_WORDS,  # aiohttp's wait must outlast ours (see the docstring)
         access_log=None,
         keepalive_timeout=75.0,  # web.run_app's: an idle client connection is closed after 75 s
         handler_cancellation=True,  # a client that disconnects cancels its upstream request too
     )
-    await runner.setup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # first: a signal during start-up is a drain of nothing
+        loop.add_signal_handler(signum, stop.set)
+    timers: list[asyncio.TimerHandle] = []
     try:
+        await runner.setup()
         await web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=backlog).start()
-        await asyncio.Event().wait()
+        await stop.wait()
+        app[DRAIN].draining = True
+        server = runner.server
+        assert server is not None
+        get_logger().info("gateway_draining", grace_s=grace, connections=len(server.connections))
+        timers.append(loop.call_later(grace, _grace_over, app, server))
+        timers.append(loop.call_later(grace + _LAST_WORDS, _close_connections, server))
     finally:
-        await runner.cleanup()
+        try:
+            await runner.cleanup()  # stops listening, closes idle connections, waits for the requests in flight
+        finally:
+            for timer in timers:
+                timer.cancel()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+
+def _grace_over(app: web.Application, server: web.Server) -> None:
+    app[DRAIN].expired = True  # read by the relay and the proxy as they are cancelled
+    ended = sum(conn.end_request() for conn in server.connections if isinstance(conn, _JsonErrorConnection))
+    get_logger().warning("gateway_grace_over", ended_requests=ended)
+
+
+def _close_connections(server: web.Server) -> None:
+    for conn in server.connections:
+        conn.force_close()

@@ -208,6 +208,9 @@ class GatewaySettings(BaseSettings):
     expose_routing_headers: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     workers: int = Field(default=1, ge=1, le=64)
+    # On SIGTERM/SIGINT: how long requests in flight may take to finish before they are ended (gateway.drain).
+    # Below 30 s, after which Azure Container Apps and Kubernetes send SIGKILL unless told otherwise.
+    shutdown_grace: float = Field(default=25.0, ge=0, allow_inf_nan=False, description="seconds")
 
     @property
     def affinity_enabled(self) -> bool:

@@ -71,7 +71,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[keys.DRAIN].draining:  # stopping: a load balancer should send no more
+        return web.Response(status=503, body=b'{"status":"draining"}', content_type="application/json")
     ready, backends = await request.app[keys.READINESS].report()
+    if request.app[keys.DRAIN].draining:  # the signal came while the backends were being asked
+        return web.Response(status=503, body=b'{"status":"draining"}', content_type="application/json")
     body = orjson.dumps({"status": "ready" if ready else "unavailable", "backends": backends})
     return web.Response(status=200 if ready else 503, body=body, content_type="application/json")
 

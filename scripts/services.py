@@ -6,6 +6,7 @@ Shared by `scripts.stack` (make up) and `bench.llamacpp`, so both run the pieces
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ class Service:
     essential: bool = True
     # A backend's entry in the gateway's GATEWAY_BACKENDS (None: not a backend).
     gateway_entry: dict[str, object] | None = None
+    # Seconds from SIGTERM to SIGKILL when the stack stops.
+    stop_grace: float = 5.0
 
     @property
     def base_url(self) -> str:
@@ -44,7 +47,7 @@ class Service:
         return self.base_url + self.ready_path
 
     def child(self, console: Console) -> Child:
-        return Child(self.name, self.argv, console, env=self.env)
+        return Child(self.name, self.argv, console, env=self.env, stop_grace=self.stop_grace)
 
 
 def _model_args(model: Path | None) -> list[str]:
@@ -93,7 +96,25 @@ def gateway(*, host: str, port: int, backends: list[Service]) -> Service:
         ready_path="/readyz",
         timeout=SERVICE_START_TIMEOUT,
         env={"GATEWAY_BACKENDS": json.dumps(config), "GATEWAY_HOST": host, "GATEWAY_PORT": str(port)},
+        # On SIGTERM it lets requests in flight finish for its grace, then ends the rest (with an error event
+        # for a stream): SIGKILL must come only after that, or clients would see streams cut bare.
+        stop_grace=gateway_shutdown_grace() + GATEWAY_STOP_MARGIN,
     )
+
+
+# Past the grace the gateway gives its last answers up to 1 s, then closes its connections and exits.
+GATEWAY_STOP_MARGIN = 5.0
+
+
+def gateway_shutdown_grace() -> float:
+    """GATEWAY_SHUTDOWN_GRACE as the gateway will read it from this environment (its default when unset)."""
+    from gateway.settings import GatewaySettings  # only here: pydantic is not needed by the rest of the stack
+
+    default = GatewaySettings.model_fields["shutdown_grace"].default
+    try:
+        return max(float(os.environ.get("GATEWAY_SHUTDOWN_GRACE", default)), 0.0)
+    except ValueError:
+        return float(default)  # the gateway refuses to start with it, and says why
 
 
 def chat_app(*, host: str, port: int, gateway_service: Service) -> Service:

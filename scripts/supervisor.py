@@ -77,10 +77,17 @@ class Child:
     """One process: stdout and stderr merged, copied line by line to the console, the last lines kept."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], console: Console, *, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        console: Console,
+        *,
+        env: Mapping[str, str] | None = None,
+        stop_grace: float = 5.0,
     ) -> None:
         self.name = name
         self.argv = list(argv)
+        self.stop_grace = stop_grace  # seconds between SIGTERM and SIGKILL
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._console = console
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -123,8 +130,11 @@ class Child:
         assert self._process is not None, "not started"
         return await self._process.wait()
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM to the child's process group, then SIGKILL if it is still there after `grace` seconds."""
+    async def stop(self, grace: float | None = None) -> None:
+        """SIGTERM to the child's process group, then SIGKILL if it is still there after `grace` seconds
+        (default: the child's `stop_grace`)."""
+        if grace is None:
+            grace = self.stop_grace
         if self._process is None:
             return
         if self._process.returncode is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.drain import CutByShutdown
 from gateway.outcome import SUCCEEDED, BreakerEffect, CooldownPolicy, Verdict, classify
 from gateway.settings import BackendConfig
 from gateway.upstream import (
@@ -48,9 +49,11 @@ def status(code: int, **headers: str) -> UpstreamStatusError:
         # Too much from the backend: its doing, told as such; not retried, not held against its breaker.
         (UpstreamAnswerTooLarge(BACKEND, 1024),
          Verdict("upstream_too_large", retry=False, breaker=BreakerEffect.SUCCESS)),
+        # A stream the gateway cut itself as it stopped: not an answer, not the backend's fault either.
+        (CutByShutdown(BACKEND), Verdict("gateway_shutdown", retry=False, breaker=BreakerEffect.NEUTRAL)),
     ],
     ids=["ok", "400", "404", "429-ms", "429-no-hint", "429-nan", "429-capped", "503-hint", "503-no-hint", "500",
-         "502", "refused", "timeout", "too-large"],
+         "502", "refused", "timeout", "too-large", "shutdown"],
 )
 def test_every_outcome_has_one_meaning(error: UpstreamError | None, verdict: Verdict) -> None:
     assert classify(error, POLICY, NOW) == verdict

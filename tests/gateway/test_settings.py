@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-from contextlib import asynccontextmanager
 
-import openai
 import pytest
 
 from backends.fake import FakeUpstream
 from gateway.settings import BackendKind, ConfigError, load_settings
+from tests.gateway.gateway_process import gateway_process
 
 
 def test_json_backends_with_every_field():
@@ -62,6 +59,9 @@ def test_config_file_toml_with_env_overriding(tmp_path, monkeypatch):
         ({"GATEWAY_BACKENDS": "http://x", "GATEWAY_PORT": "eighty"}, "GATEWAY_PORT"),
         ({"GATEWAY_BACKENDS": "http://x", "GATEWAY_MAX_ATTEMPTS": "0"}, "GATEWAY_MAX_ATTEMPTS"),
         ({"GATEWAY_BACKENDS": "http://x", "GATEWAY_CONFIG_FILE": "/nonexistent.toml"}, "cannot read"),
+        ({"GATEWAY_BACKENDS": "http://x", "GATEWAY_SHUTDOWN_GRACE": "-1"}, "GATEWAY_SHUTDOWN_GRACE"),
+        ({"GATEWAY_BACKENDS": "http://x", "GATEWAY_SHUTDOWN_GRACE": "soon"}, "GATEWAY_SHUTDOWN_GRACE"),
+        ({"GATEWAY_BACKENDS": "http://x", "GATEWAY_SHUTDOWN_GRACE": "inf"}, "GATEWAY_SHUTDOWN_GRACE"),
     ],
 )
 def test_bad_config_exits_with_one_paragraph(env, fragment):
@@ -73,37 +73,6 @@ def test_bad_config_exits_with_one_paragraph(env, fragment):
     assert result.returncode == 2
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@asynccontextmanager
-async def gateway_process(env: dict[str, str]):
-    """``python -m gateway`` as a real process on a free port; yields (client, process) once it serves."""
-    port = _free_port()
-    process = subprocess.Popen(  # noqa: ASYNC220 (returns at once: the process is waited for below, not here)
-        [sys.executable, "-m", "gateway"],
-        env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")} | env | {"GATEWAY_PORT": str(port)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0) as client:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    await client.models.list()
-                    break
-                except openai.APIConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
-            yield client, process
-    finally:
-        process.terminate()
 
 
 HI = [{"role": "user", "content": "hi"}]
@@ -119,7 +88,8 @@ async def test_python_m_gateway_serves_and_logs_json():
     assert reply.choices[0].message.content == "from a real process"
     events = [json.loads(line)["event"] for line in out.decode().splitlines()]
     # Served at the first attempt: the canonical request line tells it all (attempt lines are for failovers).
-    assert events == ["gateway_starting", "request"]
+    # Then the process was stopped (SIGTERM), with nothing in flight to wait for.
+    assert events == ["gateway_starting", "request", "gateway_draining"]
     assert b"Traceback" not in err
 
 
