@@ -47,9 +47,9 @@ class Lease:
         self._released = False
 
     def accepted(self) -> None:
-        """The backend answered 2xx: a probe after a cooldown need not hold the others back any longer."""
-        if self.backend.recovering:  # (only then is there anything to record: the usual case costs no call)
-            self.backend.accepted()
+        """The backend answered 2xx: a probe after a cooldown need not hold the others back any longer. (Only
+        a backend that is ``recovering`` has anything to record: callers may skip the call otherwise.)"""
+        self.backend.accepted()
 
     def release(self, verdict: Verdict | None = None) -> float | None:
         """Record ``verdict`` on the backend and free the slot; returns the ejection period if the circuit
@@ -244,7 +244,8 @@ class Balancer:
     def finish(self, state: BackendState) -> None:
         """A request on ``state`` is over: hand its slot straight to the first waiter that can use it."""
         state.finish_request()
-        if not self.queue.anyone_for(state.name):
+        queue = self.queue
+        if not queue.waiting or not queue.anyone_for(state.name):
             # Nobody is queued who could take it (the usual case). Requests pinned to other backends wait for
             # those alone, so whatever state this one is in now changes nothing for them.
             return

@@ -8,7 +8,7 @@ from typing import Any
 from gateway.affinity import conversation_key
 from gateway.apis import PassThrough
 from gateway.errors import BadRequest
-from gateway.request_json import json_object, routing_fields
+from gateway.request_json import routing_fields
 from gateway.settings import Api
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -29,9 +29,8 @@ def parse_chat_request(raw: bytes, *, deployment: str | None = None, affinity: b
 
     ``deployment`` comes from an Azure-shaped path; it names the model when the body does not.
     """
-    payload = json_object(raw)
+    payload, raw, model, stream = routing_fields(raw, deployment)
     _check_messages(payload.get("messages"))
-    raw, model, stream = routing_fields(raw, payload, deployment)
     key = conversation_key(model, payload["messages"]) if affinity else None
     return ChatRequest(body=raw, model=model, stream=stream, affinity_key=key)
 

@@ -123,7 +123,8 @@ class Proxy:
         answers (or none is left). One coroutine for all of it: a stream holds its coroutines for as long as it
         is open, and each layer is CPU per request and memory per open stream (~0.4 kB)."""
         record = RequestRecord(request_id, time.perf_counter(), request.path)
-        self._accounting.began(record, request)
+        if self._accounting.traced:
+            self._accounting.began(record, request)
         status = 499  # nginx's "client closed request", if we are cancelled before answering
         try:
             body = arrived_body(request)
@@ -212,7 +213,8 @@ class Proxy:
         translation = outbound.translation
         try:
             upstream = await self._upstream.chat_completion(backend, outbound.body, record.request_id, outbound.api)
-            lease.accepted()
+            if lease.backend.recovering:  # (only a probe after a cooldown has news to give: no call otherwise)
+                lease.accepted()
             try:
                 record.ttfb = time.perf_counter() - sent  # (counted when the attempt is told: answered or failed)
                 headers = self._headers(upstream.headers, lease, record)

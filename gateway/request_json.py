@@ -53,9 +53,16 @@ def with_deployment(raw: bytes, payload: dict[str, Any], model: str | None, depl
     return raw, model
 
 
-def routing_fields(raw: bytes, payload: dict[str, Any], deployment: str | None) -> tuple[bytes, str | None, bool]:
-    """``model_of``, ``stream_of`` and ``with_deployment`` in one call: (body, model, stream). On every chat
-    request's path, where each call shows; the named checks run only to say what is wrong."""
+def routing_fields(raw: bytes, deployment: str | None) -> tuple[dict[str, Any], bytes, str | None, bool]:
+    """``json_object``, ``model_of``, ``stream_of`` and ``with_deployment`` in one call: (payload, body, model,
+    stream). On every chat request's path, where each call shows; the named checks run only to say what is
+    wrong."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        payload = None
+    if type(payload) is not dict:
+        payload = json_object(raw)  # (raises the 400 that says what is wrong)
     model = payload.get("model")
     stream = payload.get("stream")
     if not ((model is None or (type(model) is str and model)) and (stream is None or type(stream) is bool)):
@@ -63,4 +70,4 @@ def routing_fields(raw: bytes, payload: dict[str, Any], deployment: str | None) 
         stream_of(payload)
     if model is None and deployment:
         raw, model = with_deployment(raw, payload, model, deployment)
-    return raw, model, stream is True
+    return payload, raw, model, stream is True

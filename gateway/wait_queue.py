@@ -48,9 +48,11 @@ class WaitQueue:
         self._aging = aging
         self._now = now
         self._give_back = give_back
+        # How many wait, in all queues: read as an attribute (no call) on every request's release.
+        self.waiting = 0
 
     def __len__(self) -> int:
-        return len(self._general) + sum(len(queue) for queue in self._pinned.values())
+        return self.waiting
 
     def pinned_to(self, backend: str) -> int:
         return len(self._pinned[backend])
@@ -66,6 +68,7 @@ class WaitQueue:
         queue = self._general if pinned is None else self._pinned[pinned]
         waiter = _Waiter(asyncio.get_running_loop().create_future(), accepts, self._now())
         queue.append(waiter)
+        self.waiting += 1
         delivered = False
         try:
             async with asyncio.timeout(remaining):
@@ -85,7 +88,9 @@ class WaitQueue:
             try:
                 queue.remove(waiter)
             except ValueError:
-                pass
+                pass  # (handed a slot or woken: already taken out, and counted out, there)
+            else:
+                self.waiting -= 1
 
     def next_for(self, backend: str) -> _Waiter | None:
         """Take the waiter that gets ``backend``'s freed slot out of its queue, or None if nobody can use it."""
@@ -93,9 +98,11 @@ class WaitQueue:
         general = _first_accepting(self._general, backend)
         if pinned is not None and (general is None or self._now() - general.since <= self._aging):
             self._pinned[backend].remove(pinned)
+            self.waiting -= 1
             return pinned
         if general is not None:
             self._general.remove(general)
+            self.waiting -= 1
             return general
         return None
 
@@ -104,6 +111,7 @@ class WaitQueue:
         for queue in (self._general, *self._pinned.values()):
             while queue:
                 waiter = queue.popleft()
+                self.waiting -= 1
                 if not waiter.future.done():
                     waiter.future.set_result(True)
 

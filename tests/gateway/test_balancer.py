@@ -199,6 +199,36 @@ async def test_a_waiter_that_gives_up_passes_its_handed_slot_on():
     assert (await staying).backend is state and state.in_flight == 1
 
 
+async def test_the_queue_count_follows_every_way_out_of_the_queue():
+    """The count a release reads instead of walking the queues: handed a slot, cancelled, timed out, woken."""
+    balancer, _ = make({"name": "a", "max_concurrency": 1}, {"name": "b", "max_concurrency": 1})
+    on_a, on_b = await acquire(balancer, tried=("b",)), await acquire(balancer, tried=("a",))
+    waiting = [asyncio.create_task(acquire(balancer)) for _ in range(3)]
+    pinned = asyncio.create_task(acquire(balancer, preferred="a"))
+    short = asyncio.create_task(acquire(balancer, wait=0.05))
+    await asyncio.sleep(0)
+    assert balancer.queued == 5
+    on_a.release(SUCCEEDED)  # handed over
+    await asyncio.sleep(0)
+    assert balancer.queued == 4
+    waiting[2].cancel()
+    await asyncio.gather(waiting[2], return_exceptions=True)
+    assert balancer.queued == 3
+    with pytest.raises(AllBackendsThrottled):
+        await short  # timed out
+    assert balancer.queued == 2
+    balancer.wake_all()  # all look again, find nothing free, and queue again
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert balancer.queued == 2
+    for task in waiting + [pinned]:
+        task.cancel()
+    await asyncio.gather(*waiting, pinned, return_exceptions=True)
+    assert balancer.queued == 0
+    on_b.release(SUCCEEDED)
+    assert balancer.by_name["b"].in_flight == 0
+
+
 async def test_waiters_only_take_backends_they_can_use():
     balancer, _ = make({"name": "a", "max_concurrency": 1}, {"name": "b", "max_concurrency": 1})
     on_a, on_b = await acquire(balancer, tried=("b",)), await acquire(balancer, tried=("a",))
