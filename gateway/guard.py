@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import keys
 from gateway.entra import EntraVerifier
 from gateway.errors import GatewayError, PayloadTooLarge, Unauthorized, error_body, error_response
 from gateway.logs import bound_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What the guard wraps: a handler given the request's id as an argument (not through the request's mapping,
+# whose item access is a Python call each way).
+View = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
 
 def _presented_key(request: web.Request) -> str | None:
@@ -72,8 +74,10 @@ class Guard:
         # empty 400).
         return "%s%016x" % (self._id_prefix, next(self._id_counter))  # noqa: UP031 (twice as fast as f"{:016x}")
 
-    def __call__(self, handler: Handler, *, public: bool = False) -> Handler:
-        """``public``: no key needed (probes and scrapes, so orchestrators and Prometheus need none)."""
+    def __call__(self, view: View, *, public: bool = False, tagged: bool = False) -> Handler:
+        """``public``: no key needed (probes and scrapes, so orchestrators and Prometheus need none).
+        ``tagged``: the view puts ``x-request-id`` on its answers itself (the proxy does, as a stream's headers
+        go out before the guard sees the response), so the guard need not look at them again."""
         accepted = () if public else self._accepted
         checked = not public and bool(self._accepted or self._entra)
         log = self._log
@@ -82,13 +86,14 @@ class Guard:
             request_id = request.headers.get("x-request-id")
             if request_id is None or not _is_acceptable_request_id(request_id):
                 request_id = self.new_request_id()
-            request[keys.REQUEST_ID] = request_id
             try:
                 if checked:
                     presented = _presented_key(request)
                     if not key_is_valid(presented, accepted):
                         await self._check_token(presented)
-                response = await handler(request)
+                response = await view(request, request_id)
+                if tagged:
+                    return response
             except GatewayError as error:
                 response = error_response(error)
                 log.info("request", request_id=request_id, method=request.method, path=request.path,
@@ -109,7 +114,7 @@ class Guard:
                 response.headers["x-request-id"] = request_id
             return response
 
-        guarded.__name__ = guarded.__qualname__ = f"guarded_{handler.__name__}"
+        guarded.__name__ = guarded.__qualname__ = f"guarded_{view.__name__}"
         return guarded
 
     async def _check_token(self, presented: str | None) -> None:

@@ -215,11 +215,13 @@ class Response:
         self._buffered += len(chunk)
         if self._buffered > _HIGH_WATER:
             self._connection.pause_reading()
-        self._wake()
+        if self._waiter is not None:  # (a whole answer usually arrives before anyone waits: no call then)
+            self._wake()
 
     def _finish(self) -> None:
         self._complete = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def _fail(self, error: Http1Error) -> None:
         if not self._complete:
@@ -474,7 +476,8 @@ class ConnectionPool:
             return
         self._idle.setdefault(connection.origin, []).append(connection)
         connection.wait_idle(self.idle_timeout)
-        self._wake(connection.origin)
+        if self._waiters.get(connection.origin):  # (someone waits for a connection there: rarely)
+            self._wake(connection.origin)
 
     def forget(self, connection: _Connection) -> None:
         """A connection that closed: it leaves the pool, wherever it was."""

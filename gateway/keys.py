@@ -34,4 +34,3 @@ READINESS = web.AppKey("readiness", Readiness)
 TELEMETRY: web.AppKey[Telemetry | None] = web.AppKey("telemetry")
 DRAIN = drain.DRAIN  # the shutdown's state: defined in gateway.drain, where the relay (below keys) reads it
 
-REQUEST_ID = web.RequestKey("request_id", str)

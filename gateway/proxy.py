@@ -261,7 +261,7 @@ class Proxy:
         if record.attempts > 1:
             # It failed over: the earlier attempts have their lines, and so does the one that answered.
             self._accounting.attempt(record, backend, sent, SUCCEEDED, status=response.status)
-        self._accounting.answered(record, backend, sent, response.status)
+        self._accounting.answered(record, backend, sent, upstream.status)  # (the response's, without its property)
         return response
 
     def _failed(self, lease: Lease, record: RequestRecord, error: UpstreamError, sent: float) -> bool:

@@ -15,20 +15,20 @@ from gateway.responses import parse_responses_request
 from gateway.responses.translation import ResponsesCall
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], _parse_chat)
+async def chat_completions(request: web.Request, request_id: str) -> web.StreamResponse:
+    return await request.app[keys.PROXY].serve(request, request_id, _parse_chat)
 
 
-async def responses(request: web.Request) -> web.StreamResponse:
-    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], _parse_responses)
+async def responses(request: web.Request, request_id: str) -> web.StreamResponse:
+    return await request.app[keys.PROXY].serve(request, request_id, _parse_responses)
 
 
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], _parse_embeddings)
+async def embeddings(request: web.Request, request_id: str) -> web.StreamResponse:
+    return await request.app[keys.PROXY].serve(request, request_id, _parse_embeddings)
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await request.app[keys.PROXY].serve(request, request[keys.REQUEST_ID], _parse_completions)
+async def completions(request: web.Request, request_id: str) -> web.StreamResponse:
+    return await request.app[keys.PROXY].serve(request, request_id, _parse_completions)
 
 
 # The endpoints' parsers (gateway.proxy.Parse): module functions, not closures made on every request.
@@ -52,12 +52,12 @@ def _parse_completions(raw: bytes, request: web.Request, affinity: bool) -> Comp
     return parse_completions_request(raw, deployment=request.match_info.get("deployment"))
 
 
-async def list_models(request: web.Request) -> web.Response:
+async def list_models(request: web.Request, request_id: str) -> web.Response:
     listing = await request.app[keys.MODELS_CATALOG].listing()
     return web.Response(body=orjson.dumps(listing), content_type="application/json")
 
 
-async def retrieve_model(request: web.Request) -> web.Response:
+async def retrieve_model(request: web.Request, request_id: str) -> web.Response:
     wanted = request.match_info["model"]
     listing = await request.app[keys.MODELS_CATALOG].listing()
     for model in listing["data"]:
@@ -66,11 +66,11 @@ async def retrieve_model(request: web.Request) -> web.Response:
     raise ModelNotFound(f"The model {wanted!r} does not exist or no backend serves it.")
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(request: web.Request, request_id: str) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
 
-async def readyz(request: web.Request) -> web.Response:
+async def readyz(request: web.Request, request_id: str) -> web.Response:
     if request.app[keys.DRAIN].draining:  # stopping: a load balancer should send no more
         return web.Response(status=503, body=b'{"status":"draining"}', content_type="application/json")
     ready, backends = await request.app[keys.READINESS].report()
@@ -80,13 +80,13 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=200 if ready else 503, body=body, content_type="application/json")
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request, request_id: str) -> web.Response:
     # Rendering walks every series; off the event loop's hot path is not needed at this size.
     body = request.app[keys.METRICS].render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
-async def no_route(request: web.Request) -> web.Response:
+async def no_route(request: web.Request, request_id: str) -> web.Response:
     """Whatever no other route matched: 405 (with Allow) when the path exists for other methods, else 404."""
     allowed: set[str] = set()
     fallback = request.match_info.route.resource
