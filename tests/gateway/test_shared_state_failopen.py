@@ -52,7 +52,9 @@ async def test_a_held_lease_is_renewed_and_a_dead_replicas_lease_expires():
 async def test_redis_gone_fails_open_within_the_deadline_logs_once_and_comes_back(capfd):
     with redis_server() as server:
         port = server.port
-        async with replica(server.url, deadline=0.05) as shared:
+        # A deadline a loaded machine keeps even for the first call after the restart (which loads the scripts
+        # again): missed, that call would be one more fall-back, and one more "unavailable" line.
+        async with replica(server.url, deadline=0.25) as shared:
             assert (await shared.acquire([CAPPED])) is not None
             server.kill()
             durations = []
@@ -60,7 +62,7 @@ async def test_redis_gone_fails_open_within_the_deadline_logs_once_and_comes_bac
                 started = time.perf_counter()
                 assert await shared.acquire([CAPPED]) is None  # decide locally
                 durations.append(time.perf_counter() - started)
-            assert max(durations) < 0.05 + 0.1  # (0.1 s of slack for a busy machine's scheduler)
+            assert max(durations) < 0.25 + 0.1  # (0.1 s of slack for a busy machine's scheduler)
             assert not shared.up and sum(shared.fallbacks.values()) == 20
             with redis_server(port):
                 await eventually(lambda: shared.up)

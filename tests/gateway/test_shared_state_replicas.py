@@ -279,7 +279,9 @@ async def test_workers_of_one_gateway_share_the_state_too(redis, tmp_path):
         upstreams = [backend("throttled", throttled), backend("healthy", healthy)]
         async with replicas(upstreams, redis, tmp_path, count=1, workers="3", routing="round_robin") as (gateway,):
             for _ in range(12):
-                await asyncio.sleep(THINK)
+                # Three processes must each hear the cooldown over pub/sub before their next pick: on a loaded
+                # machine that takes longer than one THINK.
+                await asyncio.sleep(3 * THINK)
                 # A connection of its own each time, so the kernel spreads them over the workers (SO_REUSEPORT).
                 async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="x",
                                               max_retries=0) as client:
