@@ -8,7 +8,7 @@
 #
 #   scripts/bootstrap.sh            # Python environment, llama.cpp backend, embedded model
 #   scripts/bootstrap.sh --test     # ... and the test tools from Debian: chromium (browser test), wrk (bench
-#                                   #     smoke test), redis-server (shared-state tests)
+#                                   #     smoke test), redis-server (shared-state tests), valgrind (callgrind)
 #   scripts/bootstrap.sh --bench    # ... and wrk, and the peers the benchmark compares against
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,10 +74,12 @@ if [ "$want_test_tools" = 1 ]; then
   command -v chromium >/dev/null || debian_tools+=(chromium chromium-driver)
   command -v wrk >/dev/null || debian_tools+=(wrk)
   command -v redis-server >/dev/null || debian_tools+=(redis-server)  # tests start their own, on a free port
+  command -v callgrind_control >/dev/null || debian_tools+=(valgrind)  # bench.instructions' smoke test
 fi
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || debian_tools+=(wrk)
   command -v redis-server >/dev/null || debian_tools+=(redis-server)  # the gateway-redis* targets
+  command -v callgrind_control >/dev/null || debian_tools+=(valgrind)  # bench.instructions
 fi
 if [ ${#debian_tools[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

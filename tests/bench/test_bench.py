@@ -110,3 +110,27 @@ def test_llama_probe_measures_llama_server_and_llama_cpp_python(tmp_path: Path) 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = [line.split(" | ")[:2] for line in output.read_text().splitlines() if line.startswith(("| two", "| py"))]
     assert rows == [["| two", "1"], ["| py", "1"]]
+
+
+def test_instructions_per_request_are_counted_under_callgrind() -> None:
+    """bench.instructions end to end, smallest: the gateway under callgrind, two fakes, a count per request."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--concurrency", "1,4", "--requests", "40", "--warmup", "20",
+         "--rounds", "1"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| c=")]
+    assert [row.split(" ")[1] for row in rows] == ["c=1", "c=4"]
+    for row in rows:
+        per_request = float(row.rsplit("|", 2)[-2].strip().rstrip("k"))
+        # The proxied request of a Python gateway: hundreds of thousands of instructions, not tens or millions.
+        assert 100 < per_request < 2000, row
+
+
+def test_instructions_refuses_a_tree_without_a_gateway(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--tree", f"old={tmp_path}"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and "expected NAME=PATH to a checkout with gateway/__main__.py" in done.stderr
