@@ -45,3 +45,15 @@ async def gateway_process(
             yield client, process
     finally:
         process.terminate()
+
+
+async def workers_started(process: subprocess.Popen[bytes], workers: int) -> list[bytes]:
+    """The output lines up to the last worker's start-up line. One worker answering is not all of them started:
+    on a busy machine another may still be importing, and each writes its gateway_starting line before serving."""
+    assert process.stdout is not None
+    early: list[bytes] = []
+    while sum(b'"gateway_starting"' in line for line in early) < workers:
+        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), timeout=60)
+        assert line, "the gateway's output ended before every worker had started"
+        early.append(line)
+    return early

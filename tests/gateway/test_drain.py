@@ -22,7 +22,7 @@ import pytest
 
 from gateway import keys
 from gateway.settings import GatewaySettings
-from tests.gateway.gateway_process import gateway_process
+from tests.gateway.gateway_process import gateway_process, workers_started
 
 GRACE = 1.0
 HI = [{"role": "user", "content": "hi"}]
@@ -110,13 +110,7 @@ async def test_workers_each_drain_on_the_parents_signal(upstreams):
     endless = await upstreams(name="endless", reply_text=ENDLESS, token_delay=0.05)
     env = {"GATEWAY_BACKENDS": endless.openai_url, "GATEWAY_WORKERS": "2", "GATEWAY_SHUTDOWN_GRACE": str(GRACE)}
     async with gateway_process(env) as (client, process):
-        # One worker answering is not both started (see test_settings): wait for both start-up lines.
-        assert process.stdout is not None
-        early: list[bytes] = []
-        while sum(b'"gateway_starting"' in line for line in early) < 2:
-            line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), timeout=60)
-            assert line, "the gateway's output ended before both workers had started"
-            early.append(line)
+        early = await workers_started(process, 2)
         streams = [await client.chat.completions.create(model="m", messages=HI, stream=True) for _ in range(2)]
         for stream in streams:
             await anext(aiter(stream))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ import pytest
 
 from backends.fake import FakeUpstream
 from gateway.settings import BackendKind, ConfigError, load_settings
-from tests.gateway.gateway_process import gateway_process
+from tests.gateway.gateway_process import gateway_process, workers_started
 
 
 def test_json_backends_with_every_field():
@@ -103,14 +102,7 @@ async def test_workers_share_one_port_and_stop_together():
     async with upstream.serve():
         env = {"GATEWAY_WORKERS": "2", "GATEWAY_BACKENDS": upstream.openai_url}
         async with gateway_process(env) as (client, process):
-            # One worker answering is not both started: on a busy machine the second may still be importing.
-            # Each writes its gateway_starting line before serving; wait for both, then use them.
-            assert process.stdout is not None
-            early: list[bytes] = []
-            while sum(b'"gateway_starting"' in line for line in early) < 2:
-                line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), timeout=60)
-                assert line, "the gateway's output ended before both workers had started"
-                early.append(line)
+            early = await workers_started(process, 2)
             for _ in range(6):
                 await client.chat.completions.create(model="m", messages=HI)
         out, err = process.communicate(timeout=15)
