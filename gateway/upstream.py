@@ -292,12 +292,14 @@ _TRANSPORT_ERRORS = (Http1Error, aiohttp.ClientError, TimeoutError)
 class _Answer:
     """``UpstreamResponse`` over a transport's raw answer: its body decoded and bounded, its errors ours."""
 
-    __slots__ = ("_backend", "_decoder", "_limit", "_raw", "_undecodable", "headers", "status")
+    __slots__ = ("_backend", "_decoder", "_limit", "_raw", "_undecodable", "close", "headers", "status")
 
     def __init__(self, backend: BackendConfig, raw: RawResponse, limit: int) -> None:
         self._backend = backend
         self._raw = raw
         self._limit = limit
+        # The transport's own close, as is: a method of ours around it would be one more call on every request.
+        self.close: Callable[[], None] = raw.close
         self.status = raw.status
         headers = self.headers = raw.headers
         self._decoder: Decoder | None = None
@@ -368,9 +370,6 @@ class _Answer:
         headers["Content-Type"] = "application/json"
         message = f"Backend {self._backend.name} answered HTTP {self.status} with {problem}."
         return CIMultiDictProxy(headers), error_body(message, "server_error", "upstream_error")
-
-    def close(self) -> None:
-        self._raw.close()
 
     async def _pieces(self, timed_out: str, broken: str) -> AsyncGenerator[bytes, None]:
         """The body as it arrives, decoded, with the transport's errors translated."""
