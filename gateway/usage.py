@@ -43,7 +43,9 @@ def usage_from_body(body: bytes) -> Usage | None:
     path: the whole answer is parsed only when ``usage`` nests details, as newer APIs' does, or when llama-server
     ``timings`` come with it)."""
     start = body.rfind(_MARKER)
-    timings = body.find(_TIMINGS) >= 0
+    # llama-server writes its timings after the usage: only that end of the answer is searched for them (the
+    # whole of it, when there is no usage), not every byte of the text before.
+    timings = body.find(_TIMINGS, max(start, 0)) >= 0
     if start < 0 and not timings:
         return None
     opening = body.find(b"{", start)
