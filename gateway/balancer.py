@@ -106,9 +106,10 @@ class Balancer:
         states = self.states if api is None else self._by_api[api]
         if not self._restricted_models:
             return states
-        if not _serving_model(self.states, model):
+        serving = _serving_model(self.states, model)
+        if not serving:
             raise ModelNotFound(f"The model {model!r} does not exist or no backend serves it.")
-        return _serving_model(states, model)
+        return serving if api is None else _serving_model(states, model)
 
     async def acquire(
         self,

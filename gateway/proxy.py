@@ -162,9 +162,7 @@ class Proxy:
             raise self._exhausted(candidates, record, None)
         except GatewayError as error:
             status = error.status
-            response = error_response(error)
-            response.headers["x-request-id"] = request_id
-            return response
+            return _refusal(error, request_id)
         except asyncio.CancelledError:
             # Not the client leaving but the shutdown's grace running out (gateway.drain), with nothing sent yet
             # (a started stream is ended by the relay): 503, and another replica can take the request.
@@ -172,9 +170,7 @@ class Proxy:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             status = ShuttingDown.status
-            response = error_response(ShuttingDown())
-            response.headers["x-request-id"] = request_id
-            return response
+            return _refusal(ShuttingDown(), request_id)
         finally:
             self._accounting.finish(record, status)
 
@@ -299,3 +295,10 @@ def _translated(translation: Translation, body: bytes, backend: BackendConfig) -
 def _served_by(candidates: Sequence[BackendState], proxied: Proxied) -> list[BackendState]:
     # A module function: in the method, the comprehension would make ``proxied`` a cell on every request.
     return [c for c in candidates if proxied.served_by(c.config)]
+
+
+def _refusal(error: GatewayError, request_id: str) -> web.Response:
+    """Our own error answer, with the request's id (the guard leaves the proxy's answers alone)."""
+    response = error_response(error)
+    response.headers["x-request-id"] = request_id
+    return response

@@ -191,7 +191,7 @@ class UpstreamClient:
         self._max_response_bytes = max_response_bytes
         self._azure_token = azure_token
         self._chat_routes: dict[int, _Route] = {}
-        self._other_routes: dict[Api, dict[int, _Route]] = {}
+        self._other_routes: dict[Api, dict[int, _Route]] = {api: {} for api in Api}
 
     @staticmethod
     def _auth_headers(backend: BackendConfig) -> dict[str, str]:
@@ -206,7 +206,7 @@ class UpstreamClient:
     def _route(self, backend: BackendConfig, api: Api) -> _Route:
         # Keyed by the config object's id, checked to be that very object: no attribute of the pydantic model is
         # read on the way (each such read costs several times a plain one).
-        routes = self._chat_routes if api is _CHAT else self._other_routes.setdefault(api, {})
+        routes = self._chat_routes if api is _CHAT else self._other_routes[api]
         route = routes.get(id(backend))
         if route is None or route.backend is not backend:
             route = routes[id(backend)] = _Route(

@@ -71,13 +71,18 @@ async def healthz(request: web.Request, request_id: str) -> web.Response:
 
 
 async def readyz(request: web.Request, request_id: str) -> web.Response:
-    if request.app[keys.DRAIN].draining:  # stopping: a load balancer should send no more
-        return web.Response(status=503, body=b'{"status":"draining"}', content_type="application/json")
+    drain = request.app[keys.DRAIN]
+    if drain.draining:  # stopping: a load balancer should send no more
+        return _draining()
     ready, backends = await request.app[keys.READINESS].report()
-    if request.app[keys.DRAIN].draining:  # the signal came while the backends were being asked
-        return web.Response(status=503, body=b'{"status":"draining"}', content_type="application/json")
+    if drain.draining:  # the signal came while the backends were being asked
+        return _draining()
     body = orjson.dumps({"status": "ready" if ready else "unavailable", "backends": backends})
     return web.Response(status=200 if ready else 503, body=body, content_type="application/json")
+
+
+def _draining() -> web.Response:
+    return web.Response(status=503, body=b'{"status":"draining"}', content_type="application/json")
 
 
 async def metrics(request: web.Request, request_id: str) -> web.Response:

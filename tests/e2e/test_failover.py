@@ -32,6 +32,18 @@ SHORT_PROMPT = "Say hello."
 RETURN_DEADLINE = 30.0
 
 
+async def long_stream(gateway_client: AsyncOpenAI, model_id: str, max_tokens: int, backends):
+    """A long streamed answer just started, and the backend producing it (from x-gateway-backend)."""
+    raw = await gateway_client.chat.completions.with_raw_response.create(
+        model=model_id,
+        messages=[{"role": "user", "content": LONG_PROMPT}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+    )
+    return raw, next(b for b in backends if b.name == raw.headers["x-gateway-backend"])
+
+
 async def wait_until_used_again(ask, name: str) -> set[str]:
     """Send pairs of concurrent requests until `name` answers one; return the backends of the last pair."""
     deadline = time.monotonic() + RETURN_DEADLINE
@@ -72,14 +84,7 @@ async def test_requests_in_flight_on_a_crashed_backend_fail_over_and_it_comes_ba
 async def test_a_stream_cut_by_a_crash_ends_with_an_error_and_later_requests_succeed(
     gateway_client: AsyncOpenAI, model_id: str, both_backends_up, ask
 ) -> None:
-    raw = await gateway_client.chat.completions.with_raw_response.create(
-        model=model_id,
-        messages=[{"role": "user", "content": LONG_PROMPT}],
-        max_tokens=LONG_MAX_TOKENS,
-        temperature=0,
-        stream=True,
-    )
-    victim = next(b for b in both_backends_up if b.name == raw.headers["x-gateway-backend"])
+    raw, victim = await long_stream(gateway_client, model_id, LONG_MAX_TOKENS, both_backends_up)
 
     received = []
     with pytest.raises(openai.APIError):
@@ -107,14 +112,7 @@ STOP_DEADLINE = 4.0
 async def test_a_backend_stopped_mid_stream_exits_within_seconds_and_the_stream_ends_with_an_error(
     gateway_client: AsyncOpenAI, model_id: str, both_backends_up, ask
 ) -> None:
-    raw = await gateway_client.chat.completions.with_raw_response.create(
-        model=model_id,
-        messages=[{"role": "user", "content": LONG_PROMPT}],
-        max_tokens=STOP_MAX_TOKENS,
-        temperature=0,
-        stream=True,
-    )
-    victim = next(b for b in both_backends_up if b.name == raw.headers["x-gateway-backend"])
+    raw, victim = await long_stream(gateway_client, model_id, STOP_MAX_TOKENS, both_backends_up)
 
     received: list[str] = []
     stopped_at = 0.0
